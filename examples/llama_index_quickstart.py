@@ -1,0 +1,31 @@
+"""Route LlamaIndex calls between two real local LLMs, and use Routoo in a query engine, offline.
+
+Run: python examples/llama_index_quickstart.py
+"""
+
+from llama_index.core import Document, Settings, VectorStoreIndex
+from llama_index.core.llms import ChatMessage
+
+from llama_index_routoo import LocalGGUFLLM, MiniLMEmbedding, RoutooLLM
+from routoo_shared.local_llm import local_router
+
+router = local_router()
+llm = RoutooLLM(llms={name: LocalGGUFLLM(model=name, max_tokens=32) for name in router.pool.names}, router=router)
+
+completion = llm.complete("The three primary colours are")
+print(f"complete -> {completion.raw['routoo']['answered_by']}: {completion.raw['routoo']['reason']}")
+print("  ", completion.text.strip()[:100])
+
+chat = llm.chat([ChatMessage(role="user", content="What is the capital of Italy?")], quality_cost_tradeoff=1.0)
+print(f"chat (cost first) -> {chat.additional_kwargs['model_name']}: {chat.raw['routoo']['reason']}")
+print("  ", chat.message.content.strip()[:100])
+
+Settings.llm, Settings.embed_model = llm, MiniLMEmbedding()
+documents = [
+    Document(text="Routoo predicts how well each model would answer a prompt, then picks one under a budget."),
+    Document(text="The Eiffel Tower in Paris was completed in 1889."),
+]
+engine = VectorStoreIndex.from_documents(documents).as_query_engine(similarity_top_k=1)
+response = engine.query("When was the Eiffel Tower completed?")
+print("query engine:", str(response).strip()[:100])
+print("  source:", response.source_nodes[0].node.get_content()[:80])

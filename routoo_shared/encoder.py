@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,7 @@ class EmbeddingCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         keys = np.array(list(self._vectors))
         vectors = np.stack(list(self._vectors.values())).astype(np.float16)
-        tmp = self.path.with_suffix(".tmp.npz")
+        tmp = self.path.with_name(f"{self.path.stem}.{os.getpid()}.{threading.get_ident()}.tmp.npz")
         np.savez(tmp, keys=keys, vectors=vectors)
         tmp.replace(self.path)
         self._dirty = False
@@ -84,6 +85,7 @@ class PromptEncoder:
         self.cache = EmbeddingCache(self.name, cache_dir)
         self._model = None
         self._tokenizer = None
+        self._lock = threading.Lock()  # concurrent callers (batch, async) share one model and cache
 
     def _load(self) -> None:
         if self._model is None:
@@ -106,8 +108,16 @@ class PromptEncoder:
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
         return torch.nn.functional.normalize(pooled, dim=-1).numpy()
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """Vectors for ``texts`` (float32, one row each), computing only what the cache lacks."""
+    def encode(self, texts: list[str], progress: bool = False, persist: bool = False) -> np.ndarray:
+        """Vectors for ``texts`` (float32, one row each), computing only what the cache lacks.
+
+        ``persist`` stores new vectors on disk: for datasets that are encoded again (training,
+        evaluation), not for prompts routed once.
+        """
+        with self._lock:
+            return self._encode(texts, progress, persist)
+
+    def _encode(self, texts: list[str], progress: bool, persist: bool) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         missing: dict[str, list[int]] = {}
         for i, text in enumerate(texts):
@@ -122,9 +132,11 @@ class PromptEncoder:
             for start in tqdm(batches, desc="embedding prompts", disable=not progress or len(batches) < 2):
                 chunk = todo[start : start + self.batch_size]
                 for text, vector in zip(chunk, self._embed(chunk)):
-                    self.cache.put(text, vector)
                     out[missing[text]] = vector
-                if start and start % (self.batch_size * 50) == 0:
+                    if persist:
+                        self.cache.put(text, vector)
+                if persist and start and start % (self.batch_size * 50) == 0:
                     self.cache.save()  # long runs keep their progress if interrupted
-            self.cache.save()
+            if persist:
+                self.cache.save()
         return out

@@ -140,10 +140,10 @@ class Evaluation:
         predictor = self.predictor or Predictor.train(
             train_prompts, train_y, names, dev_prompts, dev_y, self.train_config
         )
+        encoder = predictor.encoder
+        train_x, dev_x, test_x = (encoder.encode(p, progress=True, persist=True) for p in (train_prompts, dev_prompts, test_prompts))
         quality = {ROUTOO: predictor.predict(test_prompts, names)}
         self.extras.predictor_report = per_model_report(quality[ROUTOO], self.correct, names)
-        encoder = predictor.encoder
-        train_x, dev_x, test_x = (encoder.encode(p, progress=True) for p in (train_prompts, dev_prompts, test_prompts))
         k = tune_knn(train_x, train_y, dev_x, dev_y)
         quality[f"knn (k={k})"] = knn_quality(train_x, train_y, test_x, k)
         for kind in ("logistic", "matrix_factorisation"):

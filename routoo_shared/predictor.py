@@ -129,8 +129,9 @@ class Predictor:
         self.temperature = temperature
 
     # ----- inputs
-    def inputs(self, prompts: list[str], progress: bool = False) -> torch.Tensor:
-        vectors = self.encoder.encode(prompts, progress=progress)
+    def inputs(self, prompts: list[str], dataset: bool = False) -> torch.Tensor:
+        """Encoder vectors plus prompt features; ``dataset`` prompts show progress and are cached on disk."""
+        vectors = self.encoder.encode(prompts, progress=dataset, persist=dataset)
         features = (prompt_features(prompts) - self.feature_mean) / self.feature_std
         return torch.from_numpy(np.concatenate([vectors, features], axis=1).astype(np.float32))
 
@@ -178,8 +179,8 @@ class Predictor:
         torch.manual_seed(config.seed)
         features = prompt_features(prompts)
         predictor = cls([], models, config, features.mean(0), features.std(0) + 1e-6, encoder)
-        x, y = predictor.inputs(prompts, progress=True), torch.from_numpy(correct.astype(np.float32))
-        x_dev, y_dev = predictor.inputs(dev_prompts, progress=True), torch.from_numpy(dev_correct.astype(np.float32))
+        x, y = predictor.inputs(prompts, dataset=True), torch.from_numpy(correct.astype(np.float32))
+        x_dev, y_dev = predictor.inputs(dev_prompts, dataset=True), torch.from_numpy(dev_correct.astype(np.float32))
         for member in range(config.ensemble):
             network = QualityNetwork(len(models), x.shape[1], config.hidden, config.dim, config.dropout)
 

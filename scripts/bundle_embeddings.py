@@ -11,6 +11,6 @@ if __name__ == "__main__":
     encoder = PromptEncoder()
     for dataset in ("mmlu_routellm", "mmlu_pro"):
         texts = [q.prompt for q in load_questions(BUNDLED_DIR / dataset / "questions.jsonl.gz")]
-        encoder.encode(texts, progress=True)
+        encoder.encode(texts, progress=True, persist=True)
         encoder.cache.export(texts, BUNDLED_EMBEDDINGS / f"{dataset}.{encoder.name}.npz")
         print(dataset, len(texts), "vectors written")

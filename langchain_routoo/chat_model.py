@@ -85,8 +85,8 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         usage = getattr(message, "usage_metadata", None) or {}
         self.settle(reservation, name, usage.get("input_tokens"), usage.get("output_tokens"))
 
-    def _metadata(self, decision: RoutingDecision, attempts: FallbackAttempts, answered_by: str) -> dict[str, Any]:
-        return {"routoo": self.decision_record(decision, attempts, answered_by), "model_name": answered_by}
+    def _metadata(self, decision: RoutingDecision, attempts: FallbackAttempts) -> dict[str, Any]:
+        return {"routoo": self.decision_record(decision, attempts), "model_name": attempts.answered_by}
 
     # ----- generation
     def _generate(
@@ -97,19 +97,12 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         **kwargs: Any,
     ) -> ChatResult:
         decision, call = self._route(messages, kwargs)
-        attempts = self.attempts(decision)
-        config = _child_config(run_manager)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            try:
-                message = _checked(self._delegate(name, dict(call)).invoke(messages, config, stop=stop or self.stop))
-            except Exception as error:  # the next-best candidate takes over
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            self._settle_message(reservation, name, message)
-            attempts.succeeded(name)
-            return _result(message, self._metadata(decision, attempts, name))
+        config, stop = _child_config(run_manager), stop or self.stop
+        message, attempts, reservation = self.call_with_fallback(
+            decision, lambda name: _checked(self._delegate(name, dict(call)).invoke(messages, config, stop=stop))
+        )
+        self._settle_message(reservation, attempts.answered_by, message)
+        return _result(message, self._metadata(decision, attempts))
 
     async def _agenerate(
         self,
@@ -119,21 +112,14 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         **kwargs: Any,
     ) -> ChatResult:
         decision, call = self._route(messages, kwargs)
-        attempts = self.attempts(decision)
-        config = _child_config(run_manager)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            try:
-                message = _checked(
-                    await self._delegate(name, dict(call)).ainvoke(messages, config, stop=stop or self.stop)
-                )
-            except Exception as error:
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            self._settle_message(reservation, name, message)
-            attempts.succeeded(name)
-            return _result(message, self._metadata(decision, attempts, name))
+        config, stop = _child_config(run_manager), stop or self.stop
+
+        async def invoke(name: str) -> BaseMessage:
+            return _checked(await self._delegate(name, dict(call)).ainvoke(messages, config, stop=stop))
+
+        message, attempts, reservation = await self.acall_with_fallback(decision, invoke)
+        self._settle_message(reservation, attempts.answered_by, message)
+        return _result(message, self._metadata(decision, attempts))
 
     def _stream(
         self,
@@ -143,29 +129,25 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         decision, call = self._route(messages, kwargs)
-        attempts = self.attempts(decision)
-        config = _child_config(run_manager)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            stream = self._delegate(name, dict(call)).stream(messages, config, stop=stop or self.stop)
-            try:  # a model may fail before its first chunk: then the next one streams instead
-                first = _first_chunk(stream)
-            except Exception as error:
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            attempts.succeeded(name)
-            total = None
+        config, stop = _child_config(run_manager), stop or self.stop
+
+        def open_stream(name: str) -> tuple[BaseMessage, Iterator[BaseMessage]]:
+            # a model may fail before its first chunk: then the next one streams instead
+            stream = self._delegate(name, dict(call)).stream(messages, config, stop=stop)
+            return _first_chunk(stream), stream
+
+        (first, stream), attempts, reservation = self.call_with_fallback(decision, open_stream)
+        total = None
+        try:
             for index, chunk in enumerate(_chain(first, stream)):
-                chunk = _as_chunk(chunk)
-                if index == 0:
-                    chunk.response_metadata.update(self._metadata(decision, attempts, name))
+                chunk = self._annotated(chunk, index, decision, attempts)
                 total = chunk if total is None else total + chunk
                 generation = ChatGenerationChunk(message=chunk)
                 if run_manager:
                     run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
-            self._settle_message(reservation, name, total)
+        finally:  # also when the caller stops early or the stream breaks: pay for what was used
+            self._settle_message(reservation, attempts.answered_by, total)
 
     async def _astream(
         self,
@@ -175,35 +157,36 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         decision, call = self._route(messages, kwargs)
-        attempts = self.attempts(decision)
-        config = _child_config(run_manager)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            stream = self._delegate(name, dict(call)).astream(messages, config, stop=stop or self.stop)
+        config, stop = _child_config(run_manager), stop or self.stop
+
+        async def open_stream(name: str) -> tuple[BaseMessage, AsyncIterator[BaseMessage]]:
+            stream = self._delegate(name, dict(call)).astream(messages, config, stop=stop)
             try:
-                first = await anext(stream)
-            except Exception as error:
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            attempts.succeeded(name)
-            total, index = None, 0
-            chunk = first
-            while True:
-                chunk = _as_chunk(chunk)
-                if index == 0:
-                    chunk.response_metadata.update(self._metadata(decision, attempts, name))
+                return await anext(stream), stream
+            except StopAsyncIteration as end:
+                raise EmptyResponseError("the model's stream ended before any chunk") from end
+
+        (first, stream), attempts, reservation = await self.acall_with_fallback(decision, open_stream)
+        total, index, chunk = None, 0, first
+        try:
+            while chunk is not None:
+                chunk = self._annotated(chunk, index, decision, attempts)
                 total = chunk if total is None else total + chunk
                 generation = ChatGenerationChunk(message=chunk)
                 if run_manager:
                     await run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
-                index += 1
-                try:
-                    chunk = await anext(stream)
-                except StopAsyncIteration:
-                    break
-            self._settle_message(reservation, name, total)
+                index, chunk = index + 1, await anext(stream, None)
+        finally:
+            self._settle_message(reservation, attempts.answered_by, total)
+
+    def _annotated(self, chunk: BaseMessage, index: int, decision: RoutingDecision, attempts: FallbackAttempts) -> AIMessageChunk:
+        """A message chunk; the first one carries the routing decision."""
+        if not isinstance(chunk, AIMessageChunk):
+            chunk = AIMessageChunk(content=chunk.content, response_metadata=dict(chunk.response_metadata))
+        if index == 0:
+            chunk.response_metadata.update(self._metadata(decision, attempts))
+        return chunk
 
     # ----- tools and structured output, bound after routing
     def bind_tools(
@@ -227,35 +210,20 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         if not any(spec.supports_structured_output for spec in self.router.pool.models):
             raise ValueError("no model in the pool supports structured output (ModelSpec.supports_structured_output)")
 
-        def attempts_for(value: LanguageModelInput) -> tuple[list[BaseMessage], FallbackAttempts]:
+        def decide(value: LanguageModelInput) -> tuple[list[BaseMessage], RoutingDecision]:
             messages = self._convert_input(value).to_messages()
-            decision, _ = self.route_call(messages, {}, requires_structured_output=True)
-            return messages, self.attempts(decision)
+            return messages, self.route_call(messages, {}, requires_structured_output=True)[0]
 
         def structured(name: str) -> Runnable:
             return self.models[name].with_structured_output(schema, include_raw=include_raw, **kwargs)
 
         def run(value: LanguageModelInput, config: RunnableConfig) -> Any:
-            messages, attempts = attempts_for(value)
-            for name in attempts:
-                try:
-                    result = structured(name).invoke(messages, config)
-                except Exception as error:
-                    attempts.failed(name, error)
-                    continue
-                attempts.succeeded(name)
-                return result
+            messages, decision = decide(value)
+            return self.call_with_fallback(decision, lambda name: structured(name).invoke(messages, config))[0]
 
         async def arun(value: LanguageModelInput, config: RunnableConfig) -> Any:
-            messages, attempts = attempts_for(value)
-            for name in attempts:
-                try:
-                    result = await structured(name).ainvoke(messages, config)
-                except Exception as error:
-                    attempts.failed(name, error)
-                    continue
-                attempts.succeeded(name)
-                return result
+            messages, decision = decide(value)
+            return (await self.acall_with_fallback(decision, lambda name: structured(name).ainvoke(messages, config)))[0]
 
         return RunnableLambda(run, afunc=arun, name="RoutooStructuredOutput")
 
@@ -283,12 +251,6 @@ def _checked(message: BaseMessage) -> BaseMessage:
 def _result(message: BaseMessage, metadata: dict[str, Any]) -> ChatResult:
     message.response_metadata = {**message.response_metadata, **metadata}
     return ChatResult(generations=[ChatGeneration(message=message)])
-
-
-def _as_chunk(chunk: BaseMessage) -> AIMessageChunk:
-    if isinstance(chunk, AIMessageChunk):
-        return chunk
-    return AIMessageChunk(content=chunk.content, response_metadata=dict(chunk.response_metadata))
 
 
 def _first_chunk(stream: Iterator[BaseMessage]) -> BaseMessage:

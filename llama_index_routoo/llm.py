@@ -21,6 +21,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection
 from pydantic import ConfigDict, model_validator
 
+from routoo_shared.budget import Reservation
 from routoo_shared.fallback import EmptyResponseError, FallbackAttempts
 from routoo_shared.routed_calls import RoutedCalls
 from routoo_shared.router import RoutingDecision
@@ -65,105 +66,93 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         return [n for n in names if n not in (self.denied_models or [])]
 
     # ----- one routed call, any kind
-    def _plan(self, payload: Any, kwargs: dict[str, Any]) -> tuple[RoutingDecision, dict[str, Any], FallbackAttempts]:
-        decision, call = self.route_call(payload, kwargs, requires_tools=bool(kwargs.get(TOOLS_KEY)))
-        return decision, call, self.attempts(decision)
+    def _plan(self, payload: Any, kwargs: dict[str, Any]) -> tuple[RoutingDecision, dict[str, Any]]:
+        return self.route_call(payload, kwargs, requires_tools=bool(kwargs.get(TOOLS_KEY)))
 
     def _request(self, name: str, kind: str, payload: Any, call: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """The chosen LLM's method and kwargs; tools are formatted by that LLM, after routing."""
         llm, call = self.llms[name], dict(call)
         tools = call.pop(TOOLS_KEY, None)
+        options = call.pop("tool_options", {})
         if tools:
-            prepared = llm._prepare_chat_with_tools(tools, chat_history=list(payload), **call.pop("tool_options", {}))
+            prepared = llm._prepare_chat_with_tools(tools, chat_history=list(payload), **options)
             return getattr(llm, kind), {**call, **prepared}
-        call.pop("tool_options", None)
         argument = "messages" if "chat" in kind else "prompt"
         return getattr(llm, kind), {argument: payload, **call}
 
-    def _finish(self, response: Any, decision: RoutingDecision, attempts: FallbackAttempts, name: str) -> Any:
-        record = self.decision_record(decision, attempts, name)
-        response.additional_kwargs = {**(response.additional_kwargs or {}), "routoo": record, "model_name": name}
+    def _finish(self, response: Any, decision: RoutingDecision, attempts: FallbackAttempts) -> Any:
+        record = self.decision_record(decision, attempts)
+        response.additional_kwargs = {**(response.additional_kwargs or {}), "routoo": record, "model_name": attempts.answered_by}
         if response.raw is None or isinstance(response.raw, dict):
             response.raw = {**(response.raw or {}), "routoo": record}
         return response
 
-    def _settle_response(self, reservation, name: str, response: Any) -> None:
+    def _settle_response(self, reservation: Reservation | None, name: str, response: Any) -> None:
         usage = (response.additional_kwargs or {}) if response is not None else {}
         self.settle(reservation, name, usage.get("prompt_tokens"), usage.get("completion_tokens"))
 
     def _call(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> Any:
-        decision, call, attempts = self._plan(payload, kwargs)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            try:
-                method, arguments = self._request(name, kind, payload, call)
-                response = _checked(method(**arguments))
-            except Exception as error:  # the next-best candidate takes over
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            self._settle_response(reservation, name, response)
-            attempts.succeeded(name)
-            return self._finish(response, decision, attempts, name)
+        decision, call = self._plan(payload, kwargs)
+
+        def invoke(name: str) -> Any:
+            method, arguments = self._request(name, kind, payload, call)
+            return _checked(method(**arguments))
+
+        response, attempts, reservation = self.call_with_fallback(decision, invoke)
+        self._settle_response(reservation, attempts.answered_by, response)
+        return self._finish(response, decision, attempts)
 
     async def _acall(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> Any:
-        decision, call, attempts = self._plan(payload, kwargs)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            try:
-                method, arguments = self._request(name, "a" + kind, payload, call)
-                response = _checked(await method(**arguments))
-            except Exception as error:
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            self._settle_response(reservation, name, response)
-            attempts.succeeded(name)
-            return self._finish(response, decision, attempts, name)
+        decision, call = self._plan(payload, kwargs)
+
+        async def invoke(name: str) -> Any:
+            method, arguments = self._request(name, "a" + kind, payload, call)
+            return _checked(await method(**arguments))
+
+        response, attempts, reservation = await self.acall_with_fallback(decision, invoke)
+        self._settle_response(reservation, attempts.answered_by, response)
+        return self._finish(response, decision, attempts)
 
     def _stream(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
-        decision, call, attempts = self._plan(payload, kwargs)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            try:  # a model may fail before its first chunk: then the next one streams instead
-                method, arguments = self._request(name, "stream_" + kind, payload, call)
-                stream = iter(method(**arguments))
-                first = next(stream)
-            except Exception as error:
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            attempts.succeeded(name)
-            return self._annotated_stream(first, stream, decision, attempts, name, reservation)
+        decision, call = self._plan(payload, kwargs)
 
-    def _annotated_stream(self, first, stream, decision, attempts, name, reservation) -> Iterator[Any]:
-        last = self._finish(first, decision, attempts, name)
-        yield last
-        for last in stream:
+        def open_stream(name: str) -> tuple[Any, Iterator[Any]]:
+            # a model may fail before its first chunk: then the next one streams instead
+            method, arguments = self._request(name, "stream_" + kind, payload, call)
+            stream = iter(method(**arguments))
+            return next(stream), stream
+
+        (first, stream), attempts, reservation = self.call_with_fallback(decision, open_stream)
+        return self._annotated_stream(first, stream, decision, attempts, reservation)
+
+    def _annotated_stream(self, first, stream, decision, attempts, reservation) -> Iterator[Any]:
+        last = self._finish(first, decision, attempts)
+        try:
             yield last
-        self._settle_response(reservation, name, last)
+            for last in stream:
+                yield last
+        finally:
+            self._settle_response(reservation, attempts.answered_by, last)
 
     async def _astream(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        decision, call, attempts = self._plan(payload, kwargs)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
-            try:
-                method, arguments = self._request(name, "astream_" + kind, payload, call)
-                stream = await method(**arguments)
-                first = await anext(stream)
-            except Exception as error:
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            attempts.succeeded(name)
-            return self._aannotated_stream(first, stream, decision, attempts, name, reservation)
+        decision, call = self._plan(payload, kwargs)
 
-    async def _aannotated_stream(self, first, stream, decision, attempts, name, reservation) -> AsyncIterator[Any]:
-        last = self._finish(first, decision, attempts, name)
-        yield last
-        async for last in stream:
+        async def open_stream(name: str) -> tuple[Any, AsyncIterator[Any]]:
+            method, arguments = self._request(name, "astream_" + kind, payload, call)
+            stream = await method(**arguments)
+            return await anext(stream), stream
+
+        (first, stream), attempts, reservation = await self.acall_with_fallback(decision, open_stream)
+        return self._aannotated_stream(first, stream, decision, attempts, reservation)
+
+    async def _aannotated_stream(self, first, stream, decision, attempts, reservation) -> AsyncIterator[Any]:
+        last = self._finish(first, decision, attempts)
+        try:
             yield last
-        self._settle_response(reservation, name, last)
+            async for last in stream:
+                yield last
+        finally:
+            self._settle_response(reservation, attempts.answered_by, last)
 
     # ----- the LLM interface
     @llm_chat_callback()

@@ -8,7 +8,7 @@ estimate can overshoot, and by at most that one call's difference.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class BudgetExhaustedError(RuntimeError):
@@ -22,17 +22,20 @@ class Reservation:
     settled: float | None = None
 
 
-@dataclass
 class RoutooBudget:
-    total_usd: float
-    spent_usd: float = 0.0
-    reserved_usd: float = 0.0
-    calls: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    """Total USD for every call that holds this object; ``spent_usd`` and ``calls`` count what settled."""
 
-    def __post_init__(self) -> None:
-        if self.total_usd <= 0:
-            raise ValueError(f"a budget needs a positive total, got {self.total_usd}")
+    def __init__(self, total_usd: float):
+        if total_usd <= 0:
+            raise ValueError(f"a budget needs a positive total, got {total_usd}")
+        self.total_usd = total_usd
+        self.spent_usd = 0.0
+        self.reserved_usd = 0.0
+        self.calls = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"RoutooBudget(total_usd={self.total_usd}, spent_usd={self.spent_usd:.6g}, calls={self.calls})"
 
     @property
     def remaining_usd(self) -> float:

@@ -235,7 +235,7 @@ class Evaluation:
             for name, curve in curves.items()
         }
         if reference_models:
-            self.extras.categories = self.category_table(quality[ROUTOO], reference_models[-1], singles)
+            self.extras.categories = self.category_table(quality[ROUTOO], reference_models[0], singles)
         return EvaluationReport(
             single_models=singles,
             oracle=oracle,

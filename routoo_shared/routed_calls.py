@@ -6,7 +6,8 @@ inherit it next to their framework's base class and only translate messages and 
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -14,6 +15,8 @@ from routoo_shared.budget import Reservation, RoutooBudget
 from routoo_shared.fallback import FallbackAttempts
 from routoo_shared.router import Router, RoutingDecision
 from routoo_shared.selector import Constraints
+
+Result = TypeVar("Result")
 
 SETTINGS = (
     "quality_cost_tradeoff",
@@ -71,8 +74,41 @@ class RoutedCalls(BaseModel):
         decision = self.router.route(messages, budget=self.budget, **self.routing_constraints(**overrides).model_dump())
         return decision, call
 
-    def attempts(self, decision: RoutingDecision) -> FallbackAttempts:
-        return FallbackAttempts(decision, self.max_fallbacks)
+    def call_with_fallback(
+        self, decision: RoutingDecision, invoke: Callable[[str], Result]
+    ) -> tuple[Result, FallbackAttempts, Reservation | None]:
+        """``invoke(model)`` on the chosen model, then the next-best ones until one succeeds.
+
+        Returns the result, the attempt record and the budget hold, which the caller settles
+        once the real usage is known (at the end of a stream).
+        """
+        attempts = FallbackAttempts(decision, self.max_fallbacks)
+        for name in attempts:
+            reservation = self.reserve(decision, name)
+            try:
+                result = invoke(name)
+            except Exception as error:  # the next-best candidate takes over
+                self.release(reservation)
+                attempts.failed(name, error)
+                continue
+            attempts.succeeded(name)
+            return result, attempts, reservation
+
+    async def acall_with_fallback(
+        self, decision: RoutingDecision, invoke: Callable[[str], Awaitable[Result]]
+    ) -> tuple[Result, FallbackAttempts, Reservation | None]:
+        """The async form of ``call_with_fallback``."""
+        attempts = FallbackAttempts(decision, self.max_fallbacks)
+        for name in attempts:
+            reservation = self.reserve(decision, name)
+            try:
+                result = await invoke(name)
+            except Exception as error:
+                self.release(reservation)
+                attempts.failed(name, error)
+                continue
+            attempts.succeeded(name)
+            return result, attempts, reservation
 
     def reserve(self, decision: RoutingDecision, name: str) -> Reservation | None:
         return self.budget.reserve(name, decision.candidate(name).estimated_cost_usd) if self.budget else None
@@ -91,8 +127,8 @@ class RoutedCalls(BaseModel):
             self.budget.release(reservation)
 
     @staticmethod
-    def decision_record(decision: RoutingDecision, attempts: FallbackAttempts, answered_by: str) -> dict[str, Any]:
+    def decision_record(decision: RoutingDecision, attempts: FallbackAttempts) -> dict[str, Any]:
         """The JSON-ready record both integrations attach to responses under ``routoo``."""
         record = decision.model_dump()
-        record.update(answered_by=answered_by, attempts=attempts.record(), reason=decision.explain())
+        record.update(answered_by=attempts.answered_by, attempts=attempts.record(), reason=decision.explain())
         return record

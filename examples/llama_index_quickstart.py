@@ -16,8 +16,8 @@ completion = llm.complete("The three primary colours are")
 print(f"complete -> {completion.raw['routoo']['answered_by']}: {completion.raw['routoo']['reason']}")
 print("  ", completion.text.strip()[:100])
 
-chat = llm.chat([ChatMessage(role="user", content="What is the capital of Italy?")], quality_cost_tradeoff=1.0)
-print(f"chat (cost first) -> {chat.additional_kwargs['model_name']}: {chat.raw['routoo']['reason']}")
+chat = llm.chat([ChatMessage(role="user", content="What is the capital of Italy?")], denied_models=["smollm2-135m-instruct"])
+print(f"chat (smollm2 denied) -> {chat.additional_kwargs['model_name']}: {chat.raw['routoo']['reason']}")
 print("  ", chat.message.content.strip()[:100])
 
 Settings.llm, Settings.embed_model = llm, MiniLMEmbedding()

@@ -44,7 +44,9 @@ def gguf_file(name: str) -> Path:
 def load(name: str):
     """(tokenizer, model) in float32 on CPU, shared by every wrapper in the process."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging
 
+    logging.disable_progress_bar()
     converted = _cache_root() / name
     if not (converted / "config.json").exists():
         source = gguf_file(name)
@@ -81,35 +83,63 @@ class LocalLLM:
         return len(load(self.name)[0](text)["input_ids"])
 
     def stream(self, messages: list[dict], stop: list[str] | None = None, max_new_tokens: int | None = None) -> Iterator[str]:
-        """Text pieces as they are generated; stops early at any ``stop`` string (not included)."""
-        from transformers import TextIteratorStreamer
+        """Text pieces as they are generated; ends at the first ``stop`` string (not included)."""
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
 
         tokenizer, model = load(self.name)
         inputs = self._inputs(messages)
+        if not tokenizer.chat_template:  # a base model would go on writing the transcript's next turns
+            stop = list(stop or []) + ["\nuser:", "\nassistant:"]
         streamer = TextIteratorStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        cancel = _Cancel()
         kwargs = dict(
             **inputs,
             streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([cancel]),
             max_new_tokens=max_new_tokens or self.max_new_tokens,
             do_sample=False,
             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
         )
         worker = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
         worker.start()
-        text = ""
-        for piece in streamer:
-            cut = _first_stop(text + piece, stop)
-            if cut is not None:
-                if cut > len(text):
-                    yield (text + piece)[len(text) : cut]
-                break
-            text += piece
-            if piece:
-                yield piece
-        worker.join()
+        text, sent = "", 0
+        try:
+            for piece in streamer:
+                text += piece
+                cut = _first_stop(text, stop)
+                if cut is not None:
+                    text = text[:cut]
+                    break
+                safe = len(text) - _partial_stop(text, stop)  # hold back what may begin a stop string
+                if safe > sent:
+                    yield text[sent:safe]
+                    sent = safe
+            if len(text) > sent:
+                yield text[sent:]
+        finally:
+            cancel.set()
+            worker.join()
 
     def generate(self, messages: list[dict], stop: list[str] | None = None, max_new_tokens: int | None = None) -> str:
         return "".join(self.stream(messages, stop, max_new_tokens))
+
+
+class _Cancel:
+    """A stopping criterion the reading side sets once it has what it needs."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self._event.is_set(), dtype=torch.bool)
+
+
+def _partial_stop(text: str, stop: list[str] | None) -> int:
+    """Length of the longest end of ``text`` that is the start of a stop string."""
+    return max((k for s in stop or [] for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
 
 
 def _first_stop(text: str, stop: list[str] | None) -> int | None:

@@ -85,12 +85,12 @@ def _masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return nn.functional.binary_cross_entropy_with_logits(logits[seen], labels[seen])
 
 
-def _fit(parameters, loss_of_batch, n: int, config: TrainConfig, dev_loss, desc: str) -> None:
+def _fit(parameters, loss_of_batch, n: int, config: TrainConfig, dev_loss, desc: str, progress: bool = True) -> None:
     """Adam over shuffled mini-batches with early stopping on ``dev_loss`` (restores the best state)."""
     parameters = list(parameters)
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     best, best_state, stale = float("inf"), None, 0
-    for _ in tqdm(range(config.epochs), desc=desc, leave=False):
+    for _ in tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress):
         for batch in torch.randperm(n).split(config.batch_size):
             optimizer.zero_grad()
             loss_of_batch(batch).backward()
@@ -217,6 +217,7 @@ class Predictor:
         correct = np.asarray(correct, dtype=np.float32)
         if len(prompts) != len(correct) or len(prompts) < 20:
             raise ValueError("add_model needs one 0/1 label a prompt and at least 20 prompts (a few hundred is better)")
+        torch.manual_seed(self.config.seed)
         x, y = self.inputs(prompts), torch.from_numpy(correct)[:, None]
         split = max(1, len(prompts) // 5)
         for network in self.networks:
@@ -239,6 +240,7 @@ class Predictor:
                 config,
                 lambda: loss_on(held_out).item(),
                 desc=f"learning {name}",
+                progress=False,
             )
             with torch.no_grad():
                 network.bias = nn.Parameter(torch.cat([network.bias, bias]))

@@ -130,5 +130,5 @@ class RoutedCalls(BaseModel):
     def decision_record(decision: RoutingDecision, attempts: FallbackAttempts) -> dict[str, Any]:
         """The JSON-ready record both integrations attach to responses under ``routoo``."""
         record = decision.model_dump()
-        record.update(answered_by=attempts.answered_by, attempts=attempts.record(), reason=decision.explain())
+        record.update(answered_by=attempts.answered_by, attempts=attempts.record(), reason=decision.explain(attempts.answered_by))
         return record

@@ -46,11 +46,18 @@ class RoutingDecision(BaseModel):
     def candidate(self, model: str) -> Candidate:
         return next(c for c in self.candidates if c.model == model)
 
-    def explain(self) -> str:
-        why = f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+    def explain(self, answered_by: str | None = None) -> str:
+        """One line: the model, its predicted quality and cost, and why it (or a fallback) answered."""
+        model = answered_by or self.model
+        if model != self.model:
+            skipped = self.fallbacks.index(model) if model in self.fallbacks else 0
+            why = f"fallback: {', '.join([self.model] + self.fallbacks[:skipped])} failed"
+        else:
+            why = f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+        candidate = self.candidate(model)
         return (
-            f"{self.model}: predicted quality {self.predicted_quality:.2f}, "
-            f"~{self.estimated_cost_usd * 1e6:.0f} USD per 1M calls ({why})"
+            f"{model}: predicted quality {candidate.predicted_quality:.2f}, "
+            f"~{candidate.estimated_cost_usd * 1e6:.0f} USD per 1M calls ({why})"
         )
 
 
@@ -102,6 +109,14 @@ class Router:
         texts, tokens, quality = self._predict(prompts)
         selection = self.selector.select(quality, tokens, constraints)
         return self._decisions(quality, tokens, selection)
+
+    def calibrate_tradeoff(self, dev_prompts: list[Any], target_cost_per_query: float) -> float:
+        """The online form of a budget: set the trade-off so that prompts like ``dev_prompts``
+        cost ``target_cost_per_query`` on average, then route one prompt at a time with it."""
+        _, tokens, quality = self._predict(dev_prompts)
+        tradeoff = self.selector.calibrate_tradeoff(quality, tokens, target_cost_per_query)
+        self.selector.constraints = self.constraints.merged(quality_cost_tradeoff=tradeoff)
+        return tradeoff
 
     def plan_batch(self, prompts: list[Any], budget_usd: float, **settings) -> list[RoutingDecision]:
         """The paper's setting: a total budget for the whole batch, spent where it buys most quality."""

@@ -164,7 +164,7 @@ class Selector:
             scores[row], _ = self._scores(quality[row : row + 1], cost[row : row + 1], hard_feasible[row : row + 1], relaxed)
             binding[row] = f"relaxed:{reason}"
         chosen = scores.argmax(axis=1)
-        best_quality = np.where(hard_feasible, quality, -np.inf).argmax(axis=1)
+        best_quality = quality.argmax(axis=1)  # unconstrained: any setting that moved us off it is named
         for row in range(len(quality)):
             if binding[row] is not None or chosen[row] == best_quality[row]:
                 continue

@@ -137,6 +137,17 @@ def test_bundled_router_routes_and_batches():
         Router(ModelPool(models=[ModelSpec(name="new", price_in_per_mtok=1, price_out_per_mtok=1)]), router.predictor)
 
 
+def test_online_tradeoff_calibrated_on_dev_holds_its_target_on_test(questions):
+    router = Router.from_directory(pool_names="open")
+    dev = [q.prompt for q in questions if split_of(q.id) == "dev"][:300]
+    test = [q.prompt for q in questions if split_of(q.id) == "test"][:300]
+    cheapest = np.mean([min(c.estimated_cost_usd for c in d.candidates) for d in router.route_batch(test)])
+    target = 3 * cheapest
+    router.calibrate_tradeoff(dev, target)
+    spent = np.mean([d.estimated_cost_usd for d in router.route_batch(test)])
+    assert 0.7 * target < spent < 1.3 * target
+
+
 def test_open_pool_excludes_closed_models():
     available = [m["name"] for m in json.loads(bundled("mmlu_pro", "models.json").read_text())["models"]]
     names = pool_names("open", available)

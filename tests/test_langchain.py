@@ -9,6 +9,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from langchain_core.runnables import ConfigurableField
 from pydantic import BaseModel
 
 from langchain_routoo import BudgetExhaustedError, LocalChatModel, RoutooBudget, RoutooChatModel
@@ -135,6 +136,9 @@ def test_per_call_overrides_with_bind_and_model():
     assert routoo.invoke("hi", model=TRIO[1]).response_metadata["model_name"] == TRIO[1]
     with pytest.raises(KeyError, match="unknown model"):
         routoo.invoke("hi", model="gpt-17")
+    configurable = routoo.configurable_fields(quality_cost_tradeoff=ConfigurableField(id="tradeoff"))
+    by_config = configurable.invoke("Explain the proof of Fermat's last theorem.", config={"configurable": {"tradeoff": 50.0}})
+    assert by_config.response_metadata["model_name"] == TRIO[0]
 
 
 def test_fallback_records_every_attempt_and_refuses_empty_answers():

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from routoo_shared.budget import RoutooBudget
+from routoo_shared.budget import BudgetExhaustedError, RoutooBudget
 from routoo_shared.data import BUNDLED_DIR
 from routoo_shared.data import pool_names as expand_pool
 from routoo_shared.messages import prompt_tokens, routing_text
 from routoo_shared.pool import ModelPool
 from routoo_shared.predictor import Predictor, PredictorFileError
-from routoo_shared.selector import Constraints, Selection, Selector, plan_budget
+from routoo_shared.selector import Constraints, InfeasibleRoutingError, Selection, Selector, plan_budget
 from routoo_shared.tokens import count_tokens
 
 
@@ -107,7 +107,15 @@ class Router:
                 ceiling = min(ceiling, constraints.max_cost_per_query)
             constraints = constraints.model_copy(update={"max_cost_per_query": max(ceiling, 0.0)})
         texts, tokens, quality = self._predict(prompts)
-        selection = self.selector.select(quality, tokens, constraints)
+        try:
+            selection = self.selector.select(quality, tokens, constraints)
+        except InfeasibleRoutingError as error:
+            if budget is not None and error.constraint == "max_cost_per_query":
+                raise BudgetExhaustedError(
+                    f"budget exhausted: {max(budget.remaining_usd, 0):.6g} of {budget.total_usd:.6g} USD left, "
+                    f"less than any eligible model costs for this prompt"
+                ) from error
+            raise
         return self._decisions(quality, tokens, selection)
 
     def calibrate_tradeoff(self, dev_prompts: list[Any], target_cost_per_query: float) -> float:

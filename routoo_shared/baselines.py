@@ -31,7 +31,7 @@ def knn_quality(train_x: np.ndarray, train_correct: np.ndarray, x: np.ndarray, k
 class _Logistic(nn.Module):
     """Independent logistic regressions, one a model (shares nothing across models)."""
 
-    def __init__(self, in_dim: int, n_models: int, dim: int):
+    def __init__(self, in_dim: int, n_models: int):
         super().__init__()
         self.linear = nn.Linear(in_dim, n_models)
 
@@ -54,16 +54,18 @@ class _MatrixFactorisation(nn.Module):
         return self.out(h).squeeze(-1) + self.bias
 
 
-BASELINE_NETWORKS = {"logistic": _Logistic, "matrix_factorisation": _MatrixFactorisation}
-
-
 def fit_baseline(
     kind: str, train_x: np.ndarray, train_correct: np.ndarray, dev_x: np.ndarray, dev_correct: np.ndarray, seed: int = 0
 ) -> nn.Module:
     torch.manual_seed(seed)
     x, y = torch.from_numpy(train_x), torch.from_numpy(train_correct.astype(np.float32))
     x_dev, y_dev = torch.from_numpy(dev_x), torch.from_numpy(dev_correct.astype(np.float32))
-    network = BASELINE_NETWORKS[kind](x.shape[1], y.shape[1], 64)
+    if kind == "logistic":
+        network = _Logistic(x.shape[1], y.shape[1])
+    elif kind == "matrix_factorisation":
+        network = _MatrixFactorisation(x.shape[1], y.shape[1], 64)
+    else:
+        raise ValueError(f"unknown baseline {kind!r}; known: logistic, matrix_factorisation")
     config = TrainConfig(epochs=100, lr=3e-3, batch_size=128, patience=8, weight_decay=1e-3)
 
     def dev_loss() -> float:

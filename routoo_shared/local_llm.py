@@ -13,8 +13,13 @@ import threading
 from collections.abc import Iterator
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:  # imported lazily below: loading a local model needs neither at import time
+    from routoo_shared.pool import ModelPool
+    from routoo_shared.router import Router
 
 LOCAL_MODELS = ("smollm2-135m-instruct", "gemma-3-270m")
 

@@ -107,6 +107,53 @@ def _fit(parameters, loss_of_batch, n: int, config: TrainConfig, dev_loss, desc:
             p.copy_(saved)
 
 
+def _train_member(x, y, x_dev, y_dev, config: TrainConfig, desc: str) -> QualityNetwork:
+    """One network of the ensemble, early-stopped on dev log-loss."""
+    network = QualityNetwork(y.shape[1], x.shape[1], config.hidden, config.dim, config.dropout)
+
+    def dev_loss() -> float:
+        network.eval()
+        with torch.no_grad():
+            loss = _masked_bce(network(x_dev), y_dev).item()
+        network.train()
+        return loss
+
+    network.train()
+    _fit(network.parameters(), lambda batch: _masked_bce(network(x[batch]), y[batch]), len(x), config, dev_loss, desc)
+    return network.eval()
+
+
+def _learn_new_model(network: QualityNetwork, x: torch.Tensor, y: torch.Tensor, split: int, config: TrainConfig) -> None:
+    """Fit one more model's (bias, slope, embedding) on frozen prompt representations and append them.
+
+    The first ``split`` rows are held out for early stopping.
+    """
+    with torch.no_grad():
+        h, d = network.prompt_side(x)
+    bias = nn.Parameter(torch.logit(y.mean().clamp(0.02, 0.98)).reshape(1))
+    slope = nn.Parameter(torch.full((1,), 0.5413))
+    embedding = nn.Parameter(torch.zeros(1, h.shape[1]))
+
+    def loss_on(rows: torch.Tensor) -> torch.Tensor:
+        logits = QualityNetwork.combine(h[rows], d[rows], bias, slope, embedding)
+        return _masked_bce(logits, y[rows]) + 1e-3 * embedding.pow(2).sum()
+
+    held_out = torch.arange(split)
+    _fit(
+        [bias, slope, embedding],
+        lambda batch: loss_on(batch + split),
+        len(x) - split,
+        config,
+        lambda: loss_on(held_out).item(),
+        desc="learning a new model",
+        progress=False,
+    )
+    with torch.no_grad():
+        network.bias = nn.Parameter(torch.cat([network.bias, bias]))
+        network.slope = nn.Parameter(torch.cat([network.slope, slope]))
+        network.embedding = nn.Parameter(torch.cat([network.embedding, embedding]))
+
+
 class Predictor:
     """An ensemble of ``QualityNetwork``s over a fixed list of models, with a temperature for calibration."""
 
@@ -182,25 +229,8 @@ class Predictor:
         x, y = predictor.inputs(prompts, dataset=True), torch.from_numpy(correct.astype(np.float32))
         x_dev, y_dev = predictor.inputs(dev_prompts, dataset=True), torch.from_numpy(dev_correct.astype(np.float32))
         for member in range(config.ensemble):
-            network = QualityNetwork(len(models), x.shape[1], config.hidden, config.dim, config.dropout)
-
-            def dev_loss() -> float:
-                network.eval()
-                with torch.no_grad():
-                    loss = _masked_bce(network(x_dev), y_dev).item()
-                network.train()
-                return loss
-
-            network.train()
-            _fit(
-                network.parameters(),
-                lambda batch: _masked_bce(network(x[batch]), y[batch]),
-                len(x),
-                config,
-                dev_loss,
-                desc=f"training predictor {member + 1}/{config.ensemble}",
-            )
-            predictor.networks.append(network.eval())
+            network = _train_member(x, y, x_dev, y_dev, config, desc=f"training predictor {member + 1}/{config.ensemble}")
+            predictor.networks.append(network)
         predictor.temperature = predictor._fit_temperature(x_dev, y_dev)
         return predictor
 
@@ -220,32 +250,9 @@ class Predictor:
         torch.manual_seed(self.config.seed)
         x, y = self.inputs(prompts), torch.from_numpy(correct)[:, None]
         split = max(1, len(prompts) // 5)
+        config = self.config.model_copy(update={"epochs": epochs, "batch_size": 64, "lr": 1e-2, "patience": 20})
         for network in self.networks:
-            with torch.no_grad():
-                h, d = network.prompt_side(x)
-            bias = nn.Parameter(torch.logit(y.mean().clamp(0.02, 0.98)).reshape(1))
-            slope = nn.Parameter(torch.full((1,), 0.5413))
-            embedding = nn.Parameter(torch.zeros(1, h.shape[1]))
-
-            def loss_on(rows) -> torch.Tensor:
-                logits = QualityNetwork.combine(h[rows], d[rows], bias, slope, embedding)
-                return _masked_bce(logits, y[rows]) + 1e-3 * embedding.pow(2).sum()
-
-            held_out = torch.arange(split)
-            config = self.config.model_copy(update={"epochs": epochs, "batch_size": 64, "lr": 1e-2, "patience": 20})
-            _fit(
-                [bias, slope, embedding],
-                lambda batch: loss_on(batch + split),
-                len(prompts) - split,
-                config,
-                lambda: loss_on(held_out).item(),
-                desc=f"learning {name}",
-                progress=False,
-            )
-            with torch.no_grad():
-                network.bias = nn.Parameter(torch.cat([network.bias, bias]))
-                network.slope = nn.Parameter(torch.cat([network.slope, slope]))
-                network.embedding = nn.Parameter(torch.cat([network.embedding, embedding]))
+            _learn_new_model(network, x, y, split, config)
         self.models.append(name)
 
     def report(self, prompts: list[str], correct: np.ndarray) -> dict[str, dict[str, float]]:

@@ -53,7 +53,7 @@ def test_tradeoff_ceiling_and_hard_limits_match_brute_force(seed):
         return
     selection = Selector(pool, constraints).select(quality, tokens)
     for i in range(n):
-        def ok(j, soft=True):
+        def ok(j, soft=True, i=i):
             spec = pool.models[j]
             hard = (not constraints.requires_tools or spec.supports_tools) and tokens[i] + spec.expected_output_tokens <= spec.context_window
             return hard and (not soft or (cost[i, j] <= constraints.max_cost_per_query and spec.latency(tokens[i]) <= 20.0))

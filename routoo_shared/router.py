@@ -14,7 +14,14 @@ from routoo_shared.data import pool_names as expand_pool
 from routoo_shared.messages import prompt_tokens, routing_text
 from routoo_shared.pool import ModelPool
 from routoo_shared.predictor import Predictor, PredictorFileError
-from routoo_shared.selector import Constraints, InfeasibleRoutingError, Selection, Selector, plan_budget
+from routoo_shared.selector import (
+    Constraints,
+    InfeasibleRoutingError,
+    Selection,
+    Selector,
+    capability_masks,
+    plan_budget,
+)
 from routoo_shared.tokens import count_tokens
 
 
@@ -37,6 +44,7 @@ class RoutingDecision(BaseModel):
     input_tokens: int
     binding_constraint: str | None
     candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
+    sticky: bool = False  # kept from the conversation's first turn (RoutedCalls.sticky)
 
     @property
     def fallbacks(self) -> list[str]:
@@ -92,6 +100,12 @@ class Router:
     @property
     def constraints(self) -> Constraints:
         return self.selector.constraints
+
+    def eligible(self, constraints: Constraints | None = None) -> list[str]:
+        """Pool models that the prompt-independent limits allow (allow/deny lists, capabilities)."""
+        masks = capability_masks(self.pool, constraints or self.constraints)
+        allowed = np.all(list(masks.values()), axis=0) if masks else np.ones(len(self.pool), dtype=bool)
+        return [name for name, ok in zip(self.pool.names, allowed) if ok]
 
     def route(self, prompt_or_messages: Any, budget: RoutooBudget | None = None, **settings) -> RoutingDecision:
         return self.route_batch([prompt_or_messages], budget=budget, **settings)[0]

@@ -1,87 +1,163 @@
-"""The ``routoo`` command: split, train, route and evaluate on the bundled data or your own."""
+"""The ``routoo`` command: label, train, add models, route and evaluate, on the bundled data or your own.
+
+Bad input (a missing or corrupt file, an unknown model, an out-of-range value) prints one line
+naming the problem and exits with status 2; text from files is printed with control characters
+escaped. Heavy libraries (torch, transformers, LangChain) load only in the commands that use them.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
-from routoo_shared.data import SPLITS, Question, bundled, carve_dev, load_questions, pool_names, split_of, write_questions
-from routoo_shared.pool import ModelPool
-
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 
 DatasetOption = Annotated[str, typer.Option(help="bundled dataset used where no file is given: mmlu_pro or mmlu_routellm")]
 PoolOption = Annotated[Optional[str], typer.Option(help="comma-separated model names; 'open' = mmlu_pro's open-weight models")]
+ModelsOption = Annotated[Optional[Path], typer.Option(help="models.json: the pool's models and prices (required with your own data)")]
+EXIT_BAD_INPUT = 2
 
 
-def _questions(path: Optional[Path], dataset: str, split: str) -> list[Question]:
+def printable(text: str) -> str:
+    """``text`` with control characters (escape sequences, bells, newlines) shown as escapes."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def say(text: str = "", err: bool = False) -> None:
+    """Echo ``text`` line by line with control characters escaped (names come from files)."""
+    typer.echo("\n".join(printable(line) for line in text.split("\n")), err=err)
+
+
+def _one_line(error: BaseException) -> str:
+    from pydantic import ValidationError
+
+    from routoo_shared.data import describe
+
+    if isinstance(error, ValidationError):
+        return describe(error)
+    if isinstance(error, KeyError) and error.args and isinstance(error.args[0], str):
+        return error.args[0]
+    return str(error) or type(error).__name__
+
+
+def friendly(command: Callable) -> Callable:
+    """Run ``command``; bad input (``ValueError`` incl. validation errors, ``KeyError``, ``LookupError``,
+    ``OSError``) prints ``error: <one line>`` and exits with status 2 instead of a traceback."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (ValueError, LookupError, OSError) as error:
+            say(f"error: {_one_line(error)}", err=True)
+            raise typer.Exit(EXIT_BAD_INPUT) from None
+
+    return run
+
+
+# ----- shared loading
+
+
+def _questions(path: Optional[Path], dataset: str, split: str):
     """A file as given, or the bundled dataset's split (deterministic by id)."""
+    from routoo_shared.data import bundled, load_questions
+
     return load_questions(path) if path else load_questions(bundled(dataset), split=split)
 
 
-def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exclude: set[str] = frozenset()):
+def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exclude: frozenset[str] = frozenset()):
     """Training questions and dev questions; without --dev, dev is carved from --train by id."""
+    from routoo_shared.data import carve_dev, load_questions
+
     if train and not dev:
         return carve_dev([q for q in load_questions(train) if q.id not in exclude])
     fit = [q for q in _questions(train, dataset, "train") if q.id not in exclude]
     return fit, _questions(dev, dataset, "dev")
 
 
-def _pool(models: Optional[Path], dataset: str, pool: Optional[str]) -> ModelPool:
-    sheet = models or bundled(dataset, "models.json")
-    available = [m["name"] for m in json.loads(Path(sheet).read_text())["models"]]
-    return ModelPool.from_models_json(sheet, pool_names(pool, available))
+def _sheet(models: Optional[Path], dataset: str, own_data: bool) -> Path:
+    from routoo_shared.data import bundled
+
+    if models is None and own_data:
+        raise ValueError("--models is required with your own data: the models.json that lists its pool and prices")
+    return models or bundled(dataset, "models.json")
+
+
+def _pool(sheet: Path, pool: Optional[str]):
+    from routoo_shared.data import load_pool, pool_names, read_models
+
+    return load_pool(sheet, pool_names(pool, read_models(sheet).names))
 
 
 @app.command()
+@friendly
 def split(
     out: Annotated[Path, typer.Option(help="folder for train/dev/test .jsonl.gz")],
     questions: Annotated[Optional[Path], typer.Option(help="questions file (default: the bundled dataset)")] = None,
     dataset: DatasetOption = "mmlu_pro",
 ) -> None:
     """Write the deterministic train/dev/test split (by a hash of each id) as three files."""
+    from routoo_shared.data import SPLITS, bundled, load_questions, split_of, write_questions
+
     rows = load_questions(questions or bundled(dataset))
     out.mkdir(parents=True, exist_ok=True)
     for name in SPLITS:
         part = [q for q in rows if split_of(q.id) == name]
         write_questions(part, out / f"{name}.jsonl.gz")
-        typer.echo(f"{name}: {len(part)} questions -> {out / f'{name}.jsonl.gz'}")
+        say(f"{name}: {len(part)} questions -> {out / f'{name}.jsonl.gz'}")
 
 
 @app.command()
+@friendly
 def train(
     out: Annotated[Path, typer.Option(help="folder to save the predictor and its pool in")],
     train: Annotated[Optional[Path], typer.Option(help="training questions (default: bundled train split)")] = None,
     dev: Annotated[Optional[Path], typer.Option(help="dev questions for early stopping and calibration")] = None,
-    models: Annotated[Optional[Path], typer.Option(help="models.json price sheet")] = None,
+    models: ModelsOption = None,
     dataset: DatasetOption = "mmlu_pro",
     pool: PoolOption = None,
 ) -> None:
-    """Train the performance predictor and report its dev-split quality per model."""
-    from routoo_shared.data import Outcomes
+    """Train the performance predictor on scores in [0, 1] and report its dev-split quality per model.
+
+    Models declared with a prior (prior_quality / prior_like) and no labels join the saved pool unlabelled.
+    """
+    from routoo_shared.data import Outcomes, check_results, check_trainable, read_models
+    from routoo_shared.pool import ModelPool
+
+    sheet = _sheet(models, dataset, own_data=train is not None or dev is not None)
+    fit, held = _train_and_dev(train, dev, dataset)
+    check_results(fit + held, read_models(sheet).names, source="the training questions")
+    model_pool = _pool(sheet, pool)
+    check_trainable(fit, held, model_pool)  # every input is checked before torch loads
     from routoo_shared.evaluation import with_expected_output
     from routoo_shared.predictor import Predictor
 
-    fit, held = _train_and_dev(train, dev, dataset)
-    model_pool = with_expected_output(_pool(models, dataset, pool), fit)
-    names = model_pool.names
-    dev_correct = Outcomes.from_questions(held, names).correct
+    labelled = {name for q in fit for name in q.results}
+    learned = with_expected_output(ModelPool(models=[m for m in model_pool.models if m.name in labelled]), fit)
+    names = learned.names
+    dev_scores = Outcomes.from_questions(held, names).correct
     predictor = Predictor.train(
-        [q.prompt for q in fit], Outcomes.from_questions(fit, names).correct, names, [q.prompt for q in held], dev_correct
+        [q.prompt for q in fit], Outcomes.from_questions(fit, names).correct, names, [q.prompt for q in held], dev_scores
     )
     predictor.save(out)
-    (out / "pool.json").write_text(model_pool.model_dump_json(indent=1))
-    report = predictor.report([q.prompt for q in held], dev_correct)
-    typer.echo(f"{'model (dev split)':32s} {'log-loss':>8s} {'AUC':>6s} {'Brier':>6s} {'ECE':>6s}")
+    saved = ModelPool(models=[next((m for m in learned.models if m.name == s.name), s) for s in model_pool.models])
+    (out / "pool.json").write_text(saved.model_dump_json(indent=1))
+    report = predictor.report([q.prompt for q in held], dev_scores)
+    say(f"{'model (dev split)':32s} {'log-loss':>8s} {'AUC':>6s} {'Brier':>6s} {'ECE':>6s}")
     for name, row in report.items():
-        typer.echo(f"{name:32s} {row['log_loss']:8.4f} {row['auc']:6.3f} {row['brier']:6.3f} {row['ece']:6.3f}")
-    typer.echo(f"saved to {out} (temperature {predictor.temperature:.2f})")
+        say(f"{name:32s} {row['log_loss']:8.4f} {row['auc']:6.3f} {row['brier']:6.3f} {row['ece']:6.3f}")
+    unlabelled = [m.name for m in model_pool.models if m.name not in labelled]
+    if unlabelled:
+        say(f"unlabelled (routed on their declared prior): {', '.join(unlabelled)}")
+    say(f"saved to {out} (temperature {predictor.temperature:.2f})")
 
 
 @app.command()
+@friendly
 def route(
     prompt: Annotated[str, typer.Argument(help="the prompt to route")],
     predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: bundled mmlu_pro)")] = None,
@@ -91,34 +167,38 @@ def route(
     min_quality: Annotated[Optional[float], typer.Option(help="cheapest model predicted at least this good")] = None,
     max_latency: Annotated[Optional[float], typer.Option(help="seconds")] = None,
     deny: Annotated[Optional[str], typer.Option(help="comma-separated models to exclude")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
-    """Print the routing decision table for one prompt."""
+    """Print the routing decision table for one prompt (or the decision as JSON)."""
     from routoo_shared.router import Router
+    from routoo_shared.selector import Constraints
 
-    router = Router.from_directory(predictor, pool_names=pool)
-    decision = router.route(
-        prompt,
-        quality_cost_tradeoff=tradeoff,
-        max_cost_per_query=max_cost,
-        min_quality=min_quality,
-        max_latency_s=max_latency,
-        denied_models=deny.split(",") if deny else None,
+    settings = Constraints().merged(  # bad values fail here, before the predictor loads
+        quality_cost_tradeoff=tradeoff, max_cost_per_query=max_cost, min_quality=min_quality,
+        max_latency_s=max_latency, denied_models=deny.split(",") if deny else None,
     )
-    typer.echo(f"chosen: {decision.explain()}  [{decision.input_tokens} input tokens]")
-    typer.echo(f"{'rank':>4s} {'model':32s} {'P(correct)':>10s} {'USD/1k calls':>12s}  excluded by")
+    router = Router.from_directory(predictor, pool_names=pool)
+    decision = router.route(prompt, **settings.model_dump(exclude_defaults=True))
+    if json_out:
+        typer.echo(decision.model_dump_json(indent=1))  # JSON escapes control characters itself
+        return
+    say(f"chosen: {decision.explain()}  [{decision.input_tokens} input tokens]")
+    say(f"{'rank':>4s} {'model':32s} {'P(correct)':>10s} {'USD/1k calls':>12s}  excluded by")
     for rank, candidate in enumerate(decision.candidates, 1):
-        typer.echo(
-            f"{rank:4d} {candidate.model:32s} {candidate.predicted_quality:10.3f} "
+        flag = " (prior)" if candidate.unlabelled else ""
+        say(
+            f"{rank:4d} {candidate.model + flag:32s} {candidate.predicted_quality:10.3f} "
             f"{candidate.estimated_cost_usd * 1000:12.4f}  {candidate.excluded_by or ''}"
         )
 
 
 @app.command()
+@friendly
 def evaluate(
     train: Annotated[Optional[Path], typer.Option(help="training questions (default: bundled train split)")] = None,
     test: Annotated[Optional[Path], typer.Option(help="test questions (default: bundled test split)")] = None,
     dev: Annotated[Optional[Path], typer.Option(help="dev questions (default: carved from --train by id)")] = None,
-    models: Annotated[Optional[Path], typer.Option(help="models.json price sheet")] = None,
+    models: ModelsOption = None,
     dataset: DatasetOption = "mmlu_pro",
     pool: PoolOption = None,
     predictor: Annotated[Optional[Path], typer.Option(help="use this trained predictor instead of training one")] = None,
@@ -128,28 +208,132 @@ def evaluate(
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="write the accuracy/cost PNG here")] = None,
 ) -> None:
     """Train Routoo and the baselines, trace cost/accuracy curves on the test split, print the table."""
-    from routoo_shared.evaluation import Evaluation, format_table, plot
-    from routoo_shared.predictor import Predictor
+    from routoo_shared.data import check_results, check_trainable, read_models
 
+    sheet = _sheet(models, dataset, own_data=any(p is not None for p in (train, test, dev)))
     test_questions = _questions(test, dataset, "test")
-    fit, held = _train_and_dev(train, dev, dataset, exclude={q.id for q in test_questions})
-    model_pool = _pool(models, dataset, pool)
+    fit, held = _train_and_dev(train, dev, dataset, exclude=frozenset(q.id for q in test_questions))
+    check_results(fit + held + test_questions, read_models(sheet).names, source="the questions")
+    model_pool = _pool(sheet, pool)
+    if predictor is None:
+        check_trainable(fit, held, model_pool)
     references = reference.split(",") if reference else []
     for name in references:
         model_pool[name]  # unknown reference -> clear KeyError before any training
+    from routoo_shared.evaluation import Evaluation, format_table, plot
+    from routoo_shared.predictor import Predictor
+
     evaluation = Evaluation(
         model_pool, fit, held, test_questions, predictor=Predictor.load(predictor) if predictor else None, points=points
     )
     report = evaluation.run(reference_models=references)
-    typer.echo(format_table(report, evaluation.extras, references))
+    say(format_table(report, evaluation.extras, references))
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(report.model_dump_json(indent=1))
-        typer.echo(f"\nJSON: {json_out}")
+        say(f"\nJSON: {json_out}")
     if plot_out:
         plot_out.parent.mkdir(parents=True, exist_ok=True)
         plot(report, str(plot_out), title=f"{dataset}: {len(model_pool)} models, {evaluation.extras.test_questions} test questions")
-        typer.echo(f"plot: {plot_out}")
+        say(f"plot: {plot_out}")
+
+
+@app.command()
+@friendly
+def label(
+    prompts: Annotated[Path, typer.Option(help="questions file: prompts (text or messages), optional reference 'answer'")],
+    models: Annotated[Path, typer.Option(help="models.json of the pool to label (provider + name, or provider 'local')")],
+    out: Annotated[Path, typer.Option(help="labelled questions file to write (.jsonl or .jsonl.gz)")],
+    pool: PoolOption = None,
+    grader: Annotated[str, typer.Option(help="match (reference answer), judge (LLM judge, 1-5 rubric) or pairwise (vs --reference-model)")] = "match",
+    pattern: Annotated[Optional[str], typer.Option(help="match: compare the first group of this regex in the answer, e.g. '\\b([A-D])\\b'")] = None,
+    judge: Annotated[Optional[str], typer.Option(help="judge/pairwise: the judging model, an entry of --models")] = None,
+    reference_model: Annotated[Optional[str], typer.Option(help="the answer to judge against where a prompt has no reference, and pairwise's opponent (default: priciest)")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="answer cache, JSONL (default: OUT.cache.jsonl): an interrupted run resumes")] = None,
+    concurrency: Annotated[int, typer.Option(help="calls in flight at once")] = 4,
+    retries: Annotated[int, typer.Option(help="retries of a failed call (exponential back-off)")] = 2,
+    limit: Annotated[Optional[int], typer.Option(help="label only the first N prompts")] = None,
+) -> None:
+    """Run every pool model on the prompts, grade the answers and write the dataset 'routoo train' reads."""
+    from routoo_shared.data import load_pool, load_questions, write_questions
+    from routoo_shared.labeling import Judge, Labeler, LLMJudge, Match, PairwisePreference, chat_model_for
+
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    rows = load_questions(prompts)[:limit]
+    model_pool = _pool(models, pool)
+    if grader == "match":
+        chosen = Match(pattern=pattern)
+    elif grader in ("judge", "pairwise"):
+        if judge is None:
+            raise ValueError(f"--grader {grader} needs --judge: a model of {models}")
+        spec = load_pool(models, [judge]).models[0]
+        judging = Judge(model=chat_model_for(spec), name=judge, spec=spec)
+        chosen = LLMJudge(judge=judging) if grader == "judge" else PairwisePreference(judge=judging)
+    else:
+        raise ValueError(f"unknown --grader {grader!r}; use match, judge or pairwise")
+    labeler = Labeler(
+        model_pool, chosen, reference_model=reference_model, cache=cache or out.with_name(out.name + ".cache.jsonl"),
+        max_concurrency=concurrency, max_retries=retries,
+    )
+    report = labeler.label(rows)
+    write_questions(report.questions, out)
+    say(f"labelled {len(rows)} prompts x {len(model_pool)} models -> {out}")
+    say(f"calls: {report.new_calls} made, {report.cached_calls} from the cache; ungraded answers: {report.ungraded}")
+    for name, usd in sorted(report.cost_usd.items()):
+        say(f"  spent {usd:.6f} USD on {name}")
+    say(f"  total {report.total_cost_usd:.6f} USD this run")
+    for failure in report.failures[:10]:
+        say(f"  failed: {failure}")
+    if report.failures:
+        say(f"{len(report.failures)} calls failed after retries; run the same command again to retry them")
+    say(f"next: routoo train --train {out} --models {models} --out PREDICTOR_DIR")
+
+
+@app.command("add-model")
+@friendly
+def add_model(
+    name: Annotated[str, typer.Argument(help="the new model: an entry of --models")],
+    models: Annotated[Path, typer.Option(help="models.json with the new model's entry (provider + name, or provider 'local')")],
+    out: Annotated[Path, typer.Option(help="folder for the predictor and pool with the new model")],
+    predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: bundled mmlu_pro)")] = None,
+    labels: Annotated[int, typer.Option(help="calibration questions to ask it (0: join on its declared prior)")] = 100,
+    cache: Annotated[Optional[Path], typer.Option(help="answer cache, JSONL: an interrupted run resumes")] = None,
+    concurrency: Annotated[int, typer.Option(help="calls in flight at once")] = 4,
+) -> None:
+    """Add a model to a trained predictor from a few automatically graded calibration questions."""
+    from routoo_shared.data import load_pool
+    from routoo_shared.pool import ModelPool
+    from routoo_shared.predictor import Predictor, PredictorFileError
+    from routoo_shared.router import BUNDLED_PREDICTOR
+
+    if labels != 0 and labels < 20:
+        raise ValueError(f"--labels must be 0 (declared prior) or at least 20, got {labels}")
+    spec = load_pool(models, [name]).models[0]
+    source = predictor or BUNDLED_PREDICTOR
+    pool_file = source / "pool.json"
+    if not pool_file.exists():
+        raise PredictorFileError(f"no pool.json next to the predictor in {source}")
+    existing = ModelPool.model_validate_json(pool_file.read_text())
+    if name in existing.names:
+        raise ValueError(f"model {name!r} is already in {pool_file}")
+    trained = Predictor.load(source)
+    if labels == 0:
+        if not spec.has_prior:
+            raise ValueError(f"--labels 0 needs a declared prior: give {name!r} prior_quality or prior_like in {models}")
+        if spec.prior_like and spec.prior_like not in trained.models:
+            raise KeyError(f"prior_like {spec.prior_like!r} is not a model the predictor knows: {trained.models}")
+    else:
+        from routoo_shared.calibration import add_model_from_calibration
+
+        report = add_model_from_calibration(trained, spec, n=labels, cache=str(cache) if cache else None, max_concurrency=concurrency)
+        graded = [q.results[name] for q in report.questions if name in q.results]
+        spec = spec.model_copy(update={"expected_output_tokens": sum(r.output_tokens or 0 for r in graded) / len(graded)})
+        say(f"{name}: {len(graded)} graded answers, mean score {sum(r.score for r in graded) / len(graded):.3f}, "
+            f"spent {report.total_cost_usd:.6f} USD ({report.cached_calls} answers from the cache)")
+    trained.save(out)
+    (out / "pool.json").write_text(ModelPool(models=existing.models + [spec]).model_dump_json(indent=1))
+    say(f"saved to {out}: {len(existing) + 1} models" + (" (the new one unlabelled, on its prior)" if labels == 0 else ""))
 
 
 if __name__ == "__main__":

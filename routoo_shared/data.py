@@ -1,37 +1,155 @@
-"""Routing datasets: questions with per-model correctness, and the pool's price sheet.
+"""Routing datasets: prompts with per-model scores, and the pool's price sheet.
 
-The bundled files follow one format (``questions.jsonl.gz`` + ``models.json``); the same
-``prompt_text`` turns a question into the prompt at training and at routing time.
+A dataset is two files (the format is documented in the README, "Data format"):
+
+- ``questions.jsonl(.gz)``: one JSON object a line, a prompt (text, a list of chat messages, or a
+  multiple-choice ``question`` with ``options``), an optional reference ``answer``, and ``results``:
+  for each model that answered, a ``score`` in [0, 1] (0/1 correctness is the special case; the
+  bundled files' ``correct`` is read as ``score``), its output tokens and, optionally, its latency.
+- ``models.json``: the pool, one ``ModelSpec`` a model plus documentation fields.
+
+Every file is validated where it is read: unknown keys, out-of-range scores, results naming
+models the sheet does not list and models with no labels are ``DatasetError``s that name the
+file, the line and the field.
 """
 
 from __future__ import annotations
 
+import difflib
 import gzip
 import hashlib
 import json
 import warnings
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from routoo_shared.pool import ModelPool, ModelSpec
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
 SPLITS = ("train", "dev", "test")
 Split = Literal["train", "dev", "test"]
+MIN_TRAIN_ROWS = 24  # below this a predictor learns nothing a per-model mean would not
+MIN_DEV_ROWS = 4  # early stopping and the temperature need some held-out rows
+
+
+class DatasetError(ValueError):
+    """A dataset file or its contents cannot be used; the message names the file, line and field."""
+
+
+class Message(BaseModel):
+    """One chat turn, OpenAI style; ``content`` is text or a list of content blocks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]]
 
 
 class ModelResult(BaseModel):
-    correct: int
-    output_tokens: int | None = None
+    """One model's graded answer to one prompt."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    score: float = Field(ge=0, le=1, allow_inf_nan=False, description="answer quality in [0, 1]; 1 = correct")
+    output_tokens: int | None = Field(default=None, ge=0)
+    latency_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds to the full answer")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_correct(cls, data: Any) -> Any:
+        """The bundled files (and older ones) say ``correct``: 0/1 correctness is a score."""
+        if isinstance(data, dict) and "correct" in data:
+            if "score" in data:
+                raise ValueError("give either 'score' or 'correct', not both")
+            data = {("score" if key == "correct" else key): value for key, value in data.items()}
+        return data
 
 
 class Question(BaseModel):
-    id: str
-    prompt: str
+    """One prompt and the scores of the models that answered it.
+
+    ``prompt`` is the text the predictor reads; a row given as ``messages`` gets their routing
+    text (``routoo_shared.messages.routing_text``), a multiple-choice row its lettered layout.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1)
+    prompt: str = ""
+    messages: list[Message] | None = Field(default=None, min_length=1)
+    question: str | None = None
+    options: list[str] | None = None
+    answer: str | None = Field(default=None, description="the reference answer, for grading")
     category: str | None = None
     subject: str | None = None
+    source: str | None = None
     results: dict[str, ModelResult] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_prompt(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if isinstance(data.get("prompt"), list):  # a conversation given under "prompt"
+            if data.get("messages"):
+                raise ValueError("give the conversation as 'prompt' or as 'messages', not both")
+            data["messages"] = data.pop("prompt")
+        if not data.get("prompt") and isinstance(data.get("messages"), list):
+            from routoo_shared.messages import routing_text
+
+            data["prompt"] = routing_text(data["messages"])
+        elif not data.get("prompt") and data.get("question"):
+            data["prompt"] = prompt_text(data["question"], data.get("options"))
+        return data
+
+    @model_validator(mode="after")
+    def _check_prompt(self) -> "Question":
+        if not self.prompt.strip() and not self.messages:
+            raise ValueError("the row has no prompt: give 'prompt' (text or messages) or 'question'")
+        if self.category is None:
+            self.category = self.subject
+        return self
+
+    @field_validator("results")
+    @classmethod
+    def _named_models(cls, results: dict[str, ModelResult]) -> dict[str, ModelResult]:
+        if any(not name for name in results):
+            raise ValueError("a result has an empty model name")
+        return results
+
+    def conversation(self) -> list[dict[str, Any]]:
+        """The prompt as chat messages to send to a model."""
+        if self.messages:
+            return [m.model_dump() for m in self.messages]
+        return [{"role": "user", "content": self.prompt}]
+
+
+class ModelEntry(ModelSpec):
+    """A ``models.json`` entry: a ``ModelSpec`` plus fields that only document the model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    params_b: float | None = Field(default=None, ge=0, description="parameters, billions")
+    active_params_b: float | None = Field(default=None, ge=0, description="active parameters, billions")
+    price_source: str | None = None
+
+
+class ModelsFile(BaseModel):
+    """``models.json``: the pool's price sheet (USD per 1M tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    currency: Literal["USD"] = "USD"
+    unit: Literal["per 1M tokens"] = "per 1M tokens"
+    models: list[ModelEntry] = Field(min_length=1)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self.models]
 
 
 def prompt_text(question: str, options: list[str] | None = None) -> str:
@@ -61,45 +179,169 @@ def carve_dev(questions: list[Question]) -> tuple[list[Question], list[Question]
     return [q for q in questions if q.id not in held], [q for q in questions if q.id in held]
 
 
-def _parse(row: dict) -> Question:
-    prompt = row.get("prompt") or prompt_text(row["question"], row.get("options"))
-    category = row.get("category") or row.get("subject")
-    return Question(
-        id=row["id"], prompt=prompt, category=category, subject=row.get("subject"), results=row["results"]
-    )
+# ----- reading and writing, with errors that name the problem
+
+_KNOWN_FIELDS = sorted(
+    {*Question.model_fields, *ModelResult.model_fields, "correct", *Message.model_fields, *ModelEntry.model_fields, *ModelsFile.model_fields}
+)
+
+
+def describe(error: ValidationError, names: list[str] | None = None) -> str:
+    """A pydantic error as short text: the field path and the problem, with a guess for a misspelt key.
+
+    ``names`` are the models of a ``models.json``, so that ``models.3.x`` reads ``model 'name': x``.
+    """
+    parts = []
+    for item in error.errors():
+        loc = list(item["loc"])
+        prefix = ""
+        if names and len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and loc[1] < len(names):
+            prefix, loc = f"model {names[loc[1]]!r}: ", loc[2:]
+        where = ".".join(str(part) for part in loc) or "entry"
+        if item["type"] == "extra_forbidden":
+            guess = difflib.get_close_matches(str(loc[-1]), _KNOWN_FIELDS, n=1)
+            parts.append(f"{prefix}unknown field {where!r}" + (f" (did you mean {guess[0]!r}?)" if guess else ""))
+        else:
+            parts.append(f"{prefix}{where}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def _open(path: Path, mode: str = "rt"):
+    return gzip.open(path, mode, encoding="utf-8") if path.suffix == ".gz" else open(path, mode, encoding="utf-8")
+
+
+def read_questions(path: str | Path) -> list[Question]:
+    """Every row of a ``questions.jsonl(.gz)`` file, validated (unique ids, known fields)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"questions file not found: {path}")
+    questions, seen = [], set()
+    try:
+        with _open(path) as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    question = Question.model_validate(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise DatasetError(f"{path} line {number}: not JSON ({error.msg})") from None
+                except ValidationError as error:
+                    raise DatasetError(f"{path} line {number}: {describe(error)}") from None
+                if question.id in seen:
+                    raise DatasetError(f"{path} line {number}: id {question.id!r} appears twice")
+                seen.add(question.id)
+                questions.append(question)
+    except (OSError, EOFError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read {path}: {error}") from None
+    if not questions:
+        raise DatasetError(f"no questions in {path}")
+    return questions
 
 
 def load_questions(path: str | Path, split: Split | None = None) -> list[Question]:
     """Read a ``questions.jsonl(.gz)`` file, optionally keeping one split."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"questions file not found: {path}")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        questions = [_parse(json.loads(line)) for line in handle if line.strip()]
+    questions = read_questions(path)
     if split is not None:
         questions = [q for q in questions if split_of(q.id) == split]
-    if not questions:
-        raise ValueError(f"no questions in {path}" + (f" for split {split!r}" if split else ""))
+        if not questions:
+            raise DatasetError(f"no questions in {path} for split {split!r}")
     return questions
 
 
 def write_questions(questions: list[Question], path: str | Path) -> None:
-    with gzip.open(path, "wt", encoding="utf-8") as handle:
+    """Write rows in the documented format (gzip when the name ends in ``.gz``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _open(path, "wt") as handle:
         for question in questions:
             handle.write(question.model_dump_json(exclude_none=True) + "\n")
+
+
+def read_models(path: str | Path) -> ModelsFile:
+    """A validated ``models.json``: unknown keys, bad numbers and repeated names are ``DatasetError``s."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"models file not found: {path}")
+    try:
+        sheet = ModelsFile.model_validate_json(path.read_text(encoding="utf-8"))
+    except ValidationError as error:
+        raise DatasetError(f"{path}: {describe(error, _entry_names(path))}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read {path}: {error}") from None
+    repeated = sorted({n for n in sheet.names if sheet.names.count(n) > 1})
+    if repeated:
+        raise DatasetError(f"{path}: model names must be unique; repeated: {repeated}")
+    return sheet
+
+
+def _entry_names(path: Path) -> list[str]:
+    """Model names as the file gives them, to name the entry an error belongs to."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8")).get("models", [])
+        return [str(e.get("name")) if isinstance(e, dict) else "?" for e in entries]
+    except (ValueError, AttributeError, TypeError):
+        return []
+
+
+def load_pool(path: str | Path, names: list[str] | None = None) -> ModelPool:
+    """The pool of a ``models.json`` file, optionally a subset in the given order."""
+    sheet = read_models(path)
+    entries = {m.name: m for m in sheet.models}
+    unknown = [n for n in names or [] if n not in entries]
+    if unknown:
+        raise DatasetError(f"unknown model(s) {unknown}: {path} lists {sheet.names}")
+    fields = set(ModelSpec.model_fields)
+    return ModelPool(models=[ModelSpec(**entries[n].model_dump(include=fields)) for n in names or sheet.names])
 
 
 def bundled(dataset: str, name: str = "questions.jsonl.gz") -> Path:
     """Path of a file of a bundled dataset (``mmlu_pro`` or ``mmlu_routellm``)."""
     path = BUNDLED_DIR / dataset / name
     if not path.exists():
-        raise FileNotFoundError(f"no bundled file {name!r} for dataset {dataset!r} (looked in {path.parent})")
+        known = sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "models.json").exists())
+        raise DatasetError(f"no bundled dataset {dataset!r} with a file {name!r}; bundled datasets: {known}")
     return path
 
 
+# ----- checks before training or evaluating
+
+
+def check_results(questions: list[Question], sheet_names: list[str], source: str = "the questions") -> None:
+    """Every model named in ``results`` must be listed in ``models.json``."""
+    unknown: dict[str, int] = {}
+    for question in questions:
+        for name in question.results:
+            if name not in sheet_names:
+                unknown[name] = unknown.get(name, 0) + 1
+    if unknown:
+        listed = ", ".join(f"{name!r} ({count} rows)" for name, count in sorted(unknown.items()))
+        raise DatasetError(
+            f"{source} have results for model(s) not in models.json: {listed}; "
+            f"add them to models.json or remove their results"
+        )
+
+
+def check_trainable(fit: list[Question], dev: list[Question], pool: ModelPool) -> None:
+    """Enough rows to train, and labels for every pool model that has no declared prior."""
+    if len(fit) < MIN_TRAIN_ROWS or len(dev) < MIN_DEV_ROWS:
+        raise DatasetError(
+            f"too few rows to train: {len(fit)} training and {len(dev)} dev questions; "
+            f"need at least {MIN_TRAIN_ROWS} and {MIN_DEV_ROWS} (label more prompts with 'routoo label')"
+        )
+    labelled = {name for q in fit for name in q.results}
+    missing = [m.name for m in pool.models if m.name not in labelled and not m.has_prior]
+    if missing:
+        raise DatasetError(
+            f"model(s) {missing} are in models.json but have no labels in the training questions; "
+            f"label them ('routoo label'), declare a prior (prior_quality or prior_like), or leave them out of --pool"
+        )
+
+
 class Outcomes(BaseModel, arbitrary_types_allowed=True):
-    """Questions x models arrays: correctness (NaN where no run was recorded) and output tokens."""
+    """Questions x models arrays: scores in [0, 1] (NaN where no run was recorded) and output tokens.
+
+    ``correct`` keeps its historic name; it holds soft scores, of which 0/1 correctness is a case.
+    """
 
     models: list[str]
     correct: np.ndarray
@@ -113,7 +355,7 @@ class Outcomes(BaseModel, arbitrary_types_allowed=True):
             for j, model in enumerate(models):
                 result = question.results.get(model)
                 if result is not None:
-                    correct[i, j] = result.correct
+                    correct[i, j] = result.score
                     tokens[i, j] = result.output_tokens or 0
         return cls(models=models, correct=correct, output_tokens=_impute_unrecorded(tokens))
 
@@ -146,4 +388,6 @@ def pool_names(spec: str | None, available: list[str]) -> list[str]:
     unknown = [n for n in names if n not in available]
     if unknown:
         raise KeyError(f"unknown model(s) {unknown}; the data has {available}")
+    if not names:
+        raise KeyError(f"--pool {spec!r} names no model; the data has {available}")
     return list(dict.fromkeys(names))

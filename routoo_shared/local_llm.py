@@ -45,9 +45,21 @@ def gguf_file(name: str) -> Path:
     raise KeyError(f"unknown local model {name!r}; known: {LOCAL_MODELS}")
 
 
-@lru_cache(maxsize=2)
+_LOADING = threading.Lock()
+
+
 def load(name: str):
-    """(tokenizer, model) in float32 on CPU, shared by every wrapper in the process."""
+    """(tokenizer, model) in float32 on CPU, shared by every wrapper in the process.
+
+    Loads are serialised: transformers' loading state is process-global, and two threads loading
+    at once get a model with untied, freshly initialised output weights (it answers gibberish).
+    """
+    with _LOADING:
+        return _load(name)
+
+
+@lru_cache(maxsize=2)
+def _load(name: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging
 

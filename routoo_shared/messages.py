@@ -1,8 +1,11 @@
 """Turn a prompt or a conversation (OpenAI dicts, LangChain or LlamaIndex messages) into routing text.
 
 Content blocks are read for their text parts; images, audio and other parts are skipped, never
-an error. A conversation is routed on its latest user turn first, then the turns before it
-(most recent first), so the encoder's length limit cuts the oldest context, not the question.
+an error (a message with only an image routes on an empty text). The encoder reads 256 tokens, so
+the routing text puts first what decides the answer: a conversation's latest user turn, then the
+turns before it (most recent first); and a text longer than the encoder reads is cut to its end
+(where a RAG prompt asks its question) followed by its start (where an instruction usually sits),
+instead of the first 256 tokens only.
 """
 
 from __future__ import annotations
@@ -11,9 +14,14 @@ from collections.abc import Sequence
 from enum import Enum
 from typing import Any
 
+from routoo_shared.tokens import encoding, token_ids
+
 TEXT_PART_TYPES = {"text", "input_text", "output_text"}
 USER_ROLES = {"user", "human"}
 PER_MESSAGE_TOKENS = 4  # role and separators, as chat formats add them
+LONG_TEXT_TOKENS = 256  # texts up to this length (tiktoken) are read whole, as in training
+TAIL_TOKENS, HEAD_TOKENS = 128, 64  # what a longer text keeps: its end, then its start
+ELISION = "\n[...]\n"
 
 
 def content_text(content: Any) -> str:
@@ -50,27 +58,53 @@ def _content(message: Any) -> Any:
     return blocks if blocks is not None else getattr(message, "content", None)
 
 
+def _has_media(content: Any) -> bool:
+    """Whether content holds non-text parts (images, audio, files)."""
+    if isinstance(content, dict):
+        return content.get("type", "text") not in TEXT_PART_TYPES
+    if isinstance(content, Sequence) and not isinstance(content, str):
+        return any(_has_media(part) for part in content)
+    return content is not None and not isinstance(content, str) and not isinstance(getattr(content, "text", None), str)
+
+
 def to_turns(prompt_or_messages: Any) -> list[tuple[str, str]]:
-    """(role, text) pairs from a string, a message, or a sequence of messages."""
+    """(role, text) pairs from a string, a message, or a sequence of messages.
+
+    Raises ``ValueError`` ("empty prompt") when there is nothing at all: no text and no other part.
+    """
     if isinstance(prompt_or_messages, str):
-        turns = [("user", prompt_or_messages)]
+        messages = [("user", prompt_or_messages)]
     elif isinstance(prompt_or_messages, (dict, tuple)) or not isinstance(prompt_or_messages, Sequence):
-        turns = [(_role(prompt_or_messages), content_text(_content(prompt_or_messages)))]
+        messages = [(_role(prompt_or_messages), _content(prompt_or_messages))]
     else:
-        turns = [(_role(m), content_text(_content(m))) for m in prompt_or_messages]
-    if not any(text.strip() for _, text in turns):
-        raise ValueError("empty prompt: the messages contain no text to route on")
+        messages = [(_role(m), _content(m)) for m in prompt_or_messages]
+    turns = [(role, content_text(content)) for role, content in messages]
+    if not any(text.strip() for _, text in turns) and not any(_has_media(content) for _, content in messages):
+        raise ValueError("empty prompt: the messages contain no text or other content to route on")
     return turns
 
 
+def focus(text: str) -> str:
+    """A text the encoder can read whole: unchanged up to ``LONG_TEXT_TOKENS`` tokens, else its last
+    ``TAIL_TOKENS`` then its first ``HEAD_TOKENS``, so different questions after one long context differ."""
+    ids = token_ids(text)
+    if len(ids) <= LONG_TEXT_TOKENS:
+        return text
+    decode = encoding().decode
+    return decode(ids[-TAIL_TOKENS:]).strip() + ELISION + decode(ids[:HEAD_TOKENS]).strip()
+
+
 def routing_text(prompt_or_messages: Any) -> str:
-    """The text the predictor reads. A single turn is used as is, as in training."""
+    """The text the predictor reads: a single turn as is (as in training) when short; the latest user
+    turn first otherwise, each long text cut by ``focus``. Empty for a message with only media."""
     turns = [(role, text) for role, text in to_turns(prompt_or_messages) if text.strip()]
+    if not turns:
+        return ""
     if len(turns) == 1:
-        return turns[0][1]
+        return focus(turns[0][1])
     last_user = max((i for i, (role, _) in enumerate(turns) if role in USER_ROLES), default=len(turns) - 1)
-    earlier = [f"{role}: {text}" for role, text in reversed(turns[:last_user] + turns[last_user + 1 :])]
-    return turns[last_user][1] + "\n\nConversation so far (most recent first):\n" + "\n".join(earlier)
+    earlier = [f"{role}: {focus(text)}" for role, text in reversed(turns[:last_user] + turns[last_user + 1 :])]
+    return focus(turns[last_user][1]) + "\n\nConversation so far (most recent first):\n" + "\n".join(earlier)
 
 
 def prompt_tokens(prompt_or_messages: Any, count) -> int:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
+import warnings
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -12,22 +12,74 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 MIN_TIMEOUT_S = 10.0
 
 
+DEFAULT_CONTEXT_WINDOW = 8192
+
+
 class PriceLookupError(ValueError):
     """A model has no explicit price and the genai-prices table does not know it."""
 
 
-def lookup_price(model: str, provider: str | None) -> tuple[float, float]:
-    """(input, output) USD per 1M tokens from the genai-prices table (bundled snapshot, no network)."""
+class PriceTier(BaseModel):
+    """A price that applies to every token of a call whose prompt exceeds ``above_input_tokens``
+    (a provider's long-context tier; the tier is chosen by prompt size, as genai-prices and the
+    providers bill it)."""
+
+    model_config = ConfigDict(allow_inf_nan=False, extra="forbid")
+
+    above_input_tokens: int = Field(ge=0)
+    price_in_per_mtok: float = Field(ge=0)
+    price_out_per_mtok: float = Field(ge=0)
+
+
+class ProviderFacts(BaseModel):
+    """What genai-prices knows of a model: base prices for a typical request, tiers, context window."""
+
+    price_in_per_mtok: float
+    price_out_per_mtok: float
+    price_tiers: list[PriceTier]
+    context_window: int | None
+
+
+def lookup_model(model: str, provider: str | None) -> ProviderFacts:
+    """Prices and context window of ``model`` from the genai-prices table (bundled snapshot, no network).
+
+    Base prices are those of a typical request (below any long-context tier); the tiers are kept
+    apart, so only prompts that reach a tier pay it. Raises ``PriceLookupError`` for unknown models.
+    """
     from genai_prices import Usage, calc_price
+    from genai_prices.types import TieredPrices
 
     try:
-        calc = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), model, provider_id=provider)
+        calc = calc_price(Usage(input_tokens=1, output_tokens=1), model, provider_id=provider)
     except LookupError as error:
         raise PriceLookupError(
             f"no price for model {model!r} (provider {provider!r}) in genai-prices; "
             f"give price_in_per_mtok and price_out_per_mtok explicitly"
         ) from error
-    return float(calc.input_price), float(calc.output_price)
+    prices = {key: getattr(calc.model_price, key, None) for key in ("input_mtok", "output_mtok")}
+    if any(price is None for price in prices.values()):
+        raise PriceLookupError(
+            f"genai-prices has no per-token price for {model!r} (provider {provider!r}); give prices explicitly"
+        )
+    base = {key: float(p.base if isinstance(p, TieredPrices) else p) for key, p in prices.items()}
+    starts = sorted({t.start for p in prices.values() if isinstance(p, TieredPrices) for t in p.tiers})
+
+    def at(price, start: int) -> float:  # the rate for prompts just above ``start``
+        if not isinstance(price, TieredPrices):
+            return float(price)
+        reached = [t.price for t in price.tiers if t.start <= start]
+        return float(reached[-1] if reached else price.base)
+
+    tiers = [
+        PriceTier(above_input_tokens=s, price_in_per_mtok=at(prices["input_mtok"], s), price_out_per_mtok=at(prices["output_mtok"], s))
+        for s in starts
+    ]
+    return ProviderFacts(
+        price_in_per_mtok=base["input_mtok"],
+        price_out_per_mtok=base["output_mtok"],
+        price_tiers=tiers,
+        context_window=calc.model.context_window,
+    )
 
 
 class ModelSpec(BaseModel):
@@ -51,7 +103,12 @@ class ModelSpec(BaseModel):
         description="output tokens a call may produce when it sets no max_tokens; a budget holds this much "
         "before the call, so concurrent calls cannot overspend it",
     )
-    context_window: int = Field(default=8192, gt=0)
+    context_window: int | None = Field(
+        default=None,
+        gt=0,
+        description="input plus output tokens a call may hold; default: genai-prices' figure for a provider "
+        "model, else 8,192 with a warning",
+    )
     ttft_s: float = Field(default=0.5, ge=0, description="time to first token")
     tokens_per_s: float = Field(default=50.0, gt=0, description="output speed")
     prefill_tokens_per_s: float = Field(default=2000.0, gt=0, description="prompt processing speed")
@@ -62,27 +119,101 @@ class ModelSpec(BaseModel):
     supports_tools: bool = False
     supports_structured_output: bool = False
     supports_streaming: bool = True
+    price_tiers: list[PriceTier] = Field(
+        default_factory=list, description="long-context prices, by prompt size (from genai-prices for provider models)"
+    )
+    prior_quality: float | None = Field(
+        default=None, ge=0, le=1, description="for a model with no labels: its predicted quality on every prompt"
+    )
+    prior_like: str | None = Field(
+        default=None, min_length=1, description="for a model with no labels: predict it as this known model"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_from_provider(cls, data: Any) -> Any:
+        """Prices, tiers and context window from genai-prices where not given; a window that nothing
+        gives defaults to ``DEFAULT_CONTEXT_WINDOW`` with a warning, never silently."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        given = lambda key: data.get(key) is not None  # noqa: E731
+        priced = given("price_in_per_mtok") and given("price_out_per_mtok")
+        if not priced or (not given("context_window") and given("provider")):
+            if not given("provider"):
+                raise PriceLookupError(
+                    f"model {data.get('name')!r} has no price: give price_in_per_mtok and price_out_per_mtok, "
+                    f"or a provider to look it up in genai-prices"
+                )
+            try:
+                facts = lookup_model(data.get("provider_model") or data.get("name") or "", data["provider"])
+            except PriceLookupError:
+                if not priced:
+                    raise
+                facts = None  # prices given; the table only lacks the window
+            if facts is not None:
+                if not priced:
+                    data.setdefault("price_tiers", [t.model_dump() for t in facts.price_tiers])
+                    for key in ("price_in_per_mtok", "price_out_per_mtok"):
+                        data[key] = data[key] if given(key) else getattr(facts, key)
+                if not given("context_window") and facts.context_window:
+                    data["context_window"] = facts.context_window
+        if not given("context_window"):
+            warnings.warn(
+                f"context window of model {data.get('name')!r} is unknown; assuming {DEFAULT_CONTEXT_WINDOW:,} "
+                f"tokens. Give context_window, or build the spec with ModelSpec.from_chat_model to read the "
+                f"model's profile",
+                stacklevel=3,  # the caller of ModelSpec(...)
+            )
+            data["context_window"] = DEFAULT_CONTEXT_WINDOW
+        return data
 
     @model_validator(mode="after")
-    def _resolve_price(self) -> "ModelSpec":
-        if self.price_in_per_mtok is not None and self.price_out_per_mtok is not None:
-            return self
-        if self.provider is None:
-            raise PriceLookupError(
-                f"model {self.name!r} has no price: give price_in_per_mtok and price_out_per_mtok, "
-                f"or a provider to look it up in genai-prices"
-            )
-        price_in, price_out = lookup_price(self.provider_model or self.name, self.provider)
-        if self.price_in_per_mtok is None:
-            self.price_in_per_mtok = price_in
-        if self.price_out_per_mtok is None:
-            self.price_out_per_mtok = price_out
+    def _one_prior(self) -> "ModelSpec":
+        if self.prior_quality is not None and self.prior_like is not None:
+            raise ValueError(f"model {self.name!r}: give prior_quality or prior_like, not both")
         return self
 
+    @property
+    def has_prior(self) -> bool:
+        """Whether the model may join a pool without labels (``prior_quality`` or ``prior_like``)."""
+        return self.prior_quality is not None or self.prior_like is not None
+
+    def rates(self, input_tokens: float) -> tuple[float, float]:
+        """(input, output) USD per 1M tokens for a call with this many prompt tokens (tier applied)."""
+        reached = [t for t in self.price_tiers if input_tokens > t.above_input_tokens]
+        tier = max(reached, key=lambda t: t.above_input_tokens) if reached else None
+        return (tier.price_in_per_mtok, tier.price_out_per_mtok) if tier else (self.price_in_per_mtok, self.price_out_per_mtok)
+
     def cost(self, input_tokens: float, output_tokens: float | None = None) -> float:
-        """USD for one call; output defaults to the expected output length."""
+        """USD for one call; output defaults to the expected output length; a long prompt pays its tier."""
         out = self.expected_output_tokens if output_tokens is None else output_tokens
-        return (input_tokens * self.price_in_per_mtok + out * self.price_out_per_mtok) / 1e6
+        price_in, price_out = self.rates(input_tokens)
+        return (input_tokens * price_in + out * price_out) / 1e6
+
+    @classmethod
+    def from_chat_model(cls, chat_model: Any, name: str | None = None, **fields: Any) -> "ModelSpec":
+        """A spec for a LangChain chat model: provider and model id from its LangSmith parameters,
+        prices, tiers and context window from genai-prices, and context window, output limit and
+        capabilities (tools, structured output) from its ``profile`` (LangChain's model profiles,
+        from models.dev). ``fields`` override anything read; ``name`` defaults to the model id."""
+        params = chat_model._get_ls_params()
+        model_id = params.get("ls_model_name")
+        read: dict[str, Any] = {"provider": params.get("ls_provider")}
+        if model_id:
+            read["name"] = model_id
+        profile = getattr(chat_model, "profile", None) or {}
+        if profile.get("max_input_tokens"):  # models.dev's context limit: prompt and answer together
+            read["context_window"] = profile["max_input_tokens"]
+        if profile.get("max_output_tokens"):
+            read["max_output_tokens"] = profile["max_output_tokens"]
+        for key, field in (("tool_calling", "supports_tools"), ("structured_output", "supports_structured_output")):
+            if key in profile:
+                read[field] = bool(profile[key])
+        if name is not None:
+            read["name"] = name
+            read.setdefault("provider_model", model_id)
+        return cls(**{**read, **fields})
 
     def latency(self, input_tokens: float, output_tokens: float | None = None) -> float:
         """Seconds to a full answer: first token, prompt processing, then generation."""
@@ -134,30 +265,16 @@ class ModelPool(BaseModel):
     def subset(self, names: list[str]) -> "ModelPool":
         return ModelPool(models=[self[n] for n in names])
 
-    def prices(self) -> tuple[np.ndarray, np.ndarray]:
-        """USD per token, (input, output), one entry a model."""
-        price_in = np.array([m.price_in_per_mtok for m in self.models]) / 1e6
-        price_out = np.array([m.price_out_per_mtok for m in self.models]) / 1e6
-        return price_in, price_out
-
     def cost_matrix(self, input_tokens: np.ndarray, output_tokens: np.ndarray | None = None) -> np.ndarray:
-        """Prompts x models USD; output tokens default to each model's expected length."""
-        price_in, price_out = self.prices()
+        """Prompts x models USD; output tokens default to each model's expected length. Each prompt
+        pays the rates of the tier its size reaches (``ModelSpec.rates``)."""
+        tokens = np.asarray(input_tokens, dtype=float)
+        price_in = np.tile([m.price_in_per_mtok for m in self.models], (len(tokens), 1)).astype(float)
+        price_out = np.tile([m.price_out_per_mtok for m in self.models], (len(tokens), 1)).astype(float)
+        for j, model in enumerate(self.models):
+            for tier in sorted(model.price_tiers, key=lambda t: t.above_input_tokens):
+                reached = tokens > tier.above_input_tokens
+                price_in[reached, j], price_out[reached, j] = tier.price_in_per_mtok, tier.price_out_per_mtok
         if output_tokens is None:
             output_tokens = np.array([m.expected_output_tokens for m in self.models])[None, :]
-        return np.asarray(input_tokens, dtype=float)[:, None] * price_in[None, :] + output_tokens * price_out[None, :]
-
-    @classmethod
-    def from_models_json(cls, path: str | Path, names: list[str] | None = None, **defaults) -> "ModelPool":
-        """Read a ``models.json`` price sheet (the bundled datasets' format), optionally a subset."""
-        sheet = json.loads(Path(path).read_text())
-        known = {entry["name"]: entry for entry in sheet["models"]}
-        unknown = [n for n in names or [] if n not in known]
-        if unknown:
-            raise KeyError(f"unknown model(s) {unknown} in {path}; it lists {sorted(known)}")
-        specs = []
-        for name in names or list(known):
-            entry = known[name]
-            fields = {k: v for k, v in entry.items() if k in ModelSpec.model_fields}
-            specs.append(ModelSpec(**{**defaults, **fields}))
-        return cls(models=specs)
+        return (tokens[:, None] * price_in + output_tokens * price_out) / 1e6

@@ -33,6 +33,7 @@ class Candidate(BaseModel):
     predicted_quality: float
     estimated_cost_usd: float
     excluded_by: str | None = None
+    unlabelled: bool = False  # quality from a declared prior (ModelSpec.prior_quality / prior_like), not labels
 
 
 class RoutingDecision(BaseModel):
@@ -63,8 +64,9 @@ class RoutingDecision(BaseModel):
         else:
             why = f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
         candidate = self.candidate(model)
+        source = "prior quality (unlabelled)" if candidate.unlabelled else "predicted quality"
         return (
-            f"{model}: predicted quality {candidate.predicted_quality:.2f}, "
+            f"{model}: {source} {candidate.predicted_quality:.2f}, "
             f"~{candidate.estimated_cost_usd * 1e6:.0f} USD per 1M calls ({why})"
         )
 
@@ -73,7 +75,15 @@ class Router:
     """Predictor + selector over a pool; every decision of a batch comes from one vectorised pass."""
 
     def __init__(self, pool: ModelPool, predictor: Predictor, constraints: Constraints | None = None):
-        predictor.columns(pool.names)  # fails early, naming models the predictor does not know
+        unknown = [m.name for m in pool.models if m.name not in predictor.models and not m.has_prior]
+        if unknown:
+            raise KeyError(
+                f"the predictor has no labels for model(s) {unknown}; it knows {predictor.models}. Learn them "
+                f"with Predictor.add_model or 'routoo add-model', or declare prior_quality or prior_like"
+            )
+        strangers = [m.prior_like for m in pool.models if m.prior_like and m.prior_like not in predictor.models]
+        if strangers:
+            raise KeyError(f"prior_like names model(s) {strangers} the predictor does not know; it knows {predictor.models}")
         self.pool = pool
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
@@ -156,7 +166,17 @@ class Router:
             raise ValueError("route_batch needs at least one prompt")
         texts = [routing_text(p) for p in prompts]
         tokens = np.array([prompt_tokens(p, count_tokens) for p in prompts])
-        return texts, tokens, self.predictor.predict(texts, self.pool.names)
+        return texts, tokens, self._quality(texts)
+
+    def _quality(self, texts: list[str]) -> np.ndarray:
+        """Prompts x pool models: the predictor's estimate, or a declared prior for a model it has no labels for."""
+        sources = [m.name if m.name in self.predictor.models else m.prior_like for m in self.pool.models]
+        columns = list(dict.fromkeys(s for s in sources if s is not None))
+        predicted = self.predictor.predict(texts, columns)
+        quality = np.empty((len(texts), len(self.pool)))
+        for j, (spec, source) in enumerate(zip(self.pool.models, sources)):
+            quality[:, j] = predicted[:, columns.index(source)] if source is not None else spec.prior_quality
+        return quality
 
     def _decisions(self, quality: np.ndarray, tokens: np.ndarray, selection: Selection) -> list[RoutingDecision]:
         cost = self.pool.cost_matrix(tokens)
@@ -171,6 +191,7 @@ class Router:
                     predicted_quality=float(quality[row, j]),
                     estimated_cost_usd=float(cost[row, j]),
                     excluded_by=selection.excluded_by[row, j],
+                    unlabelled=names[j] not in self.predictor.models,
                 )
                 for j in order
             ]

@@ -10,9 +10,12 @@ from pathlib import Path
 def _point_tiktoken_at_bundled_cache() -> None:
     if "TIKTOKEN_CACHE_DIR" in os.environ:
         return
-    import llama_index.core
+    from importlib.util import find_spec
 
-    cache = Path(llama_index.core.__file__).parent / "_static" / "tiktoken_cache"
+    spec = find_spec("llama_index.core")  # located, not imported: importing it costs a second
+    if spec is None or not spec.submodule_search_locations:
+        return
+    cache = Path(spec.submodule_search_locations[0]) / "_static" / "tiktoken_cache"
     if cache.is_dir():
         os.environ["TIKTOKEN_CACHE_DIR"] = str(cache)
 

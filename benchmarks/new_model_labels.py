@@ -1,0 +1,165 @@
+"""A new model's prediction quality (AUC) against the number of its labels (issue 11, item 3).
+
+Each mmlu_pro model is held out in turn: a predictor is trained on the other models (train split,
+early stopping on dev), then the held-out model is learned from n of its real labels, n in
+25/50/100/200/400, by
+
+- ``add_model + anchors``: ``Predictor.add_model`` on the calibration prompts that
+  ``routoo_shared.calibration`` selects from the bank (the train split);
+- ``add_model + random``: ``add_model`` on n random bank prompts (mean over seeds);
+- ``scratch``: a logistic regression on the prompt vectors from the same n random labels, learning
+  the model alone (no transfer from the other models);
+- ``prior``: zero labels, predicted "like" the known model of nearest price (``prior_like``);
+- ``full``: ``add_model`` on all of the model's train-split labels (~7,600), the reference.
+
+AUC is measured per held-out model on the dev split (where the default strategy is chosen) and on
+the test split (reported), then averaged over held-out models.
+
+    OMP_NUM_THREADS=1 python benchmarks/new_model_labels.py [--models a,b] [--ensemble 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from routoo_shared.calibration import describe_questions, select_prompts
+from routoo_shared.data import Outcomes, bundled, load_pool, load_questions, split_of
+from routoo_shared.metrics import auc
+from routoo_shared.predictor import Predictor, TrainConfig
+
+SIZES = (25, 50, 100, 200, 400)
+RESULTS = Path(__file__).resolve().parent / "results" / "new_model_labels.json"
+
+
+def model_auc(predictor: Predictor, name: str, prompts: list[str], labels: np.ndarray) -> float:
+    return auc(predictor.predict(prompts, [name])[:, 0], labels)
+
+
+def scratch_auc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> float:
+    """A per-model logistic regression on prompt vectors (sklearn, L2, C=1)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(set(y_train.tolist())) < 2:
+        return 0.5  # one class seen: a constant, no ranking
+    classifier = LogisticRegression(C=1.0, max_iter=2000).fit(x_train, y_train)
+    return auc(classifier.predict_proba(x_eval)[:, 1], y_eval)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", help="comma-separated held-out models (default: all 29)")
+    parser.add_argument("--ensemble", type=int, default=1, help="predictor ensemble members (bundled: 3)")
+    parser.add_argument("--seeds", type=int, default=2, help="random selections averaged per size")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    questions = load_questions(bundled("mmlu_pro"))
+    pool = load_pool(bundled("mmlu_pro", "models.json"))
+    split = {name: [q for q in questions if split_of(q.id) == name] for name in ("train", "dev", "test")}
+    held_out = args.models.split(",") if args.models else pool.names
+    prices = {m.name: m.price_in_per_mtok + m.price_out_per_mtok for m in pool.models}
+    rows: dict[str, dict] = json.loads(args.out.read_text())["models"] if args.out.exists() else {}
+
+    for name in held_out:
+        if name in rows:
+            print(f"{name}: already measured, skipped")
+            continue
+        started = time.time()
+        known = [m for m in pool.names if m != name]
+        predictor = Predictor.train(
+            [q.prompt for q in split["train"]],
+            Outcomes.from_questions(split["train"], known).correct,
+            known,
+            [q.prompt for q in split["dev"]],
+            Outcomes.from_questions(split["dev"], known).correct,
+            TrainConfig(ensemble=args.ensemble),
+        )
+        bank = [q for q in split["train"] if name in q.results]
+        bank_labels = np.array([q.results[name].score for q in bank], dtype=np.float32)
+        evaluation = {
+            part: ([q.prompt for q in split[part] if name in q.results], np.array([q.results[name].score for q in split[part] if name in q.results]))
+            for part in ("dev", "test")
+        }
+        features = describe_questions(bank, known, predictor.encoder)
+        vectors = predictor.encoder.encode([q.prompt for q in bank])
+        eval_vectors = {part: predictor.encoder.encode(prompts) for part, (prompts, _) in evaluation.items()}
+
+        saved = predictor.save(tempfile.mkdtemp(prefix="routoo-held-out-"))
+
+        def learned(rows_: np.ndarray) -> dict[str, float]:
+            copy = Predictor.load(saved)  # a fresh copy for each labelled set
+            copy.add_model(name, [bank[i].prompt for i in rows_], bank_labels[rows_])
+            return {part: model_auc(copy, name, *evaluation[part]) for part in evaluation}
+
+        like = min(known, key=lambda m: abs(prices[m] - prices[name]))
+        result = {
+            "prior_like": like,
+            "prior": {part: model_auc(predictor, like, *evaluation[part]) for part in evaluation},
+            "full": learned(np.arange(len(bank))),
+            "labels_in_bank": len(bank),
+            "by_size": {},
+        }
+        for n in SIZES:
+            anchors = learned(select_prompts(features, n, "anchors"))
+            draws = [select_prompts(features, n, "random", seed) for seed in range(args.seeds)]
+            randoms = [learned(rows_) for rows_ in draws]
+            scratch = [
+                {part: scratch_auc(vectors[rows_], bank_labels[rows_], eval_vectors[part], evaluation[part][1]) for part in evaluation}
+                for rows_ in draws
+            ]
+            result["by_size"][str(n)] = {
+                "add_model+anchors": anchors,
+                "add_model+random": _mean(randoms),
+                "scratch": _mean(scratch),
+            }
+        result["seconds"] = round(time.time() - started, 1)
+        rows[name] = result
+        curve = " ".join(f"{n}:{r['add_model+anchors']['test']:.3f}" for n, r in result["by_size"].items())
+        print(f"{name}: test AUC full {result['full']['test']:.3f}, anchors {curve} ({result['seconds']} s)", flush=True)
+        _write(args.out, rows)
+    print(table(rows))
+
+
+def _mean(values: list[dict[str, float]]) -> dict[str, float]:
+    return {part: float(np.mean([v[part] for v in values])) for part in values[0]}
+
+
+def summary(rows: dict[str, dict], part: str) -> dict[str, dict[str, float]]:
+    """Mean AUC over held-out models, per method and size, and each as a share of ``full``."""
+    full = float(np.mean([r["full"][part] for r in rows.values()]))
+    out = {"full": {"auc": full}, "prior": {"auc": float(np.mean([r["prior"][part] for r in rows.values()]))}}
+    for method in ("add_model+anchors", "add_model+random", "scratch"):
+        out[method] = {n: float(np.mean([r["by_size"][n][method][part] for r in rows.values()])) for n in map(str, SIZES)}
+    return out
+
+
+def table(rows: dict[str, dict]) -> str:
+    lines = []
+    for part in ("dev", "test"):
+        s = summary(rows, part)
+        full = s["full"]["auc"]
+        lines.append(f"\n{part} split, mean AUC over {len(rows)} held-out models (share of full-data AUC)")
+        lines.append(f"{'method':20s} " + " ".join(f"{n:>13s}" for n in map(str, SIZES)))
+        for method in ("add_model+anchors", "add_model+random", "scratch"):
+            lines.append(f"{method:20s} " + " ".join(f"{s[method][n]:.3f} ({s[method][n] / full:4.0%})" for n in map(str, SIZES)))
+        lines.append(f"{'prior (0 labels)':20s} {s['prior']['auc']:.3f} ({s['prior']['auc'] / full:.0%})")
+        lines.append(f"{'full (all labels)':20s} {full:.3f}")
+    return "\n".join(lines)
+
+
+def _write(path: Path, rows: dict[str, dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"sizes": list(SIZES), "models": rows, "summary": {part: summary(rows, part) for part in ("dev", "test")}}
+    path.write_text(json.dumps(payload, indent=1))
+
+
+if __name__ == "__main__":
+    main()

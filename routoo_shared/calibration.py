@@ -1,0 +1,119 @@
+"""Calibration prompts for a new model: the few labels that teach the predictor the most.
+
+``Predictor.add_model`` learns a new model's bias, difficulty slope and embedding from labelled
+prompts. Which prompts are labelled matters at 25-100 labels: the bank's questions are clustered
+and the question nearest each cluster centre is asked ("anchor points", Polo et al., 2024,
+"tinyBenchmarks: evaluating LLMs with fewer examples"). Questions are described by how the
+known models fared on them (difficulty and which models solve them, what the new model's
+embedding is fitted against) joined with their prompt vectors (the topics the predictor reads).
+``benchmarks/new_model_labels.py`` compares this with random prompts on the dev split.
+
+The bank is the bundled MMLU-Pro training split: multiple-choice questions with reference
+answers, so a new model's answers are graded automatically (``Match`` on the answer letter).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from routoo_shared.data import Outcomes, Question, bundled, load_questions
+
+if TYPE_CHECKING:  # imported where used: selecting prompts needs neither torch nor LangChain
+    from routoo_shared.encoder import PromptEncoder
+    from routoo_shared.labeling import LabelReport
+    from routoo_shared.pool import ModelSpec
+    from routoo_shared.predictor import Predictor
+
+Strategy = Literal["anchors", "random"]
+BANK_DATASET = "mmlu_pro"
+LETTER = r"\b([A-J])\b"  # the first standalone option letter in an answer
+PCA_DIMENSIONS = 32
+
+
+def question_bank() -> list[Question]:
+    """The bundled calibration questions: MMLU-Pro's training split (7,629 questions, 29 models' results)."""
+    return load_questions(bundled(BANK_DATASET), split="train")
+
+
+def describe_questions(bank: list[Question], known_models: list[str], encoder: "PromptEncoder") -> np.ndarray:
+    """Questions x features: the known models' scores (missing ones at the model's mean), centred,
+    joined with the prompt vectors scaled to the same total weight."""
+    scores = Outcomes.from_questions(bank, known_models).correct
+    means = np.nanmean(scores, axis=0)
+    scores = np.where(np.isfinite(scores), scores, means) - means
+    vectors = encoder.encode([q.prompt for q in bank])
+    weight = np.sqrt((scores**2).sum(1).mean() / max((vectors**2).sum(1).mean(), 1e-12))
+    return np.concatenate([scores, weight * vectors], axis=1)
+
+
+def select_prompts(features: np.ndarray, n: int, strategy: Strategy = "anchors", seed: int = 0) -> np.ndarray:
+    """Row indices of ``n`` calibration questions: the one nearest each of ``n`` k-means centres
+    (``anchors``), or ``n`` at random."""
+    if not 1 <= n <= len(features):
+        raise ValueError(f"cannot pick {n} calibration prompts from a bank of {len(features)}")
+    rng = np.random.default_rng(seed)
+    if strategy == "random":
+        return np.sort(rng.choice(len(features), size=n, replace=False))
+    if strategy != "anchors":
+        raise ValueError(f"unknown strategy {strategy!r}; known: anchors, random")
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    features = PCA(min(PCA_DIMENSIONS, *features.shape), random_state=seed).fit_transform(features)  # 40x faster k-means
+    kmeans = KMeans(n_clusters=n, n_init=1, random_state=seed).fit(features)
+    own = ((features - kmeans.cluster_centers_[kmeans.labels_]) ** 2).sum(1)  # distance to its own centre
+    picks = [np.flatnonzero(kmeans.labels_ == c)[own[kmeans.labels_ == c].argmin()] for c in range(n)]
+    return np.sort(np.array(picks))
+
+
+def calibration_questions(
+    predictor: "Predictor", n: int = 100, bank: list[Question] | None = None, strategy: Strategy = "anchors", seed: int = 0
+) -> list[Question]:
+    """The ``n`` bank questions to label a new model on, described by the models ``predictor`` knows."""
+    bank = bank or question_bank()
+    known = [m for m in predictor.models if any(m in q.results for q in bank)]
+    if not known:  # a predictor of models the bank has never seen: topics alone
+        known = sorted({m for q in bank for m in q.results})
+    features = describe_questions(bank, known, predictor.encoder)
+    return [bank[i] for i in select_prompts(features, n, strategy, seed)]
+
+
+def add_model_from_calibration(
+    predictor: "Predictor",
+    spec: "ModelSpec",
+    chat_model: Any | None = None,
+    n: int = 100,
+    cache: str | None = None,
+    max_concurrency: int = 4,
+    progress: bool = True,
+) -> "LabelReport":
+    """Ask a new model ``n`` calibration questions, grade its answers against the reference letters
+    and learn it with ``Predictor.add_model``. ``chat_model`` defaults to ``chat_model_for(spec)``.
+
+    Returns the labelling report (cost in USD, failures). Raises ``LabelingError`` when fewer than
+    20 answers could be graded (``add_model``'s minimum).
+    """
+    from routoo_shared.labeling import Labeler, LabelingError, Match
+    from routoo_shared.pool import ModelPool
+
+    questions = [q.model_copy(update={"results": {}}) for q in calibration_questions(predictor, n)]
+    labeler = Labeler(
+        ModelPool(models=[spec]),
+        Match(pattern=LETTER),
+        models={spec.name: chat_model} if chat_model is not None else None,
+        cache=cache,
+        max_concurrency=max_concurrency,
+        progress=progress,
+    )
+    report = labeler.label(questions)
+    graded = [q for q in report.questions if spec.name in q.results]
+    if len(graded) < 20:
+        raise LabelingError(
+            f"only {len(graded)} of {n} calibration answers of {spec.name!r} could be graded "
+            f"({len(report.failures)} calls failed, e.g. {report.failures[:1]}); add_model needs at least 20"
+        )
+    scores = np.array([q.results[spec.name].score for q in graded], dtype=np.float32)
+    predictor.add_model(spec.name, [q.prompt for q in graded], scores)
+    return report

@@ -1,8 +1,9 @@
 """A new model's prediction quality (AUC) against the number of its labels (issue 11, item 3).
 
-Each mmlu_pro model is held out in turn: a predictor is trained on the other models (train split,
-early stopping on dev), then the held-out model is learned from n of its real labels, n in
-25/50/100/200/400, by
+Each mmlu_pro model is held out in turn, in folds (``--folds``, default 5: models i, i+5, ... form
+fold i, so each family is spread over folds): a predictor is trained on the other folds' models
+(train split, early stopping on dev), then each held-out model is learned from n of its real
+labels, n in 25/50/100/200/400, by
 
 - ``add_model + anchors``: ``Predictor.add_model`` on the calibration prompts that
   ``routoo_shared.calibration`` selects from the bank (the train split);
@@ -10,7 +11,8 @@ early stopping on dev), then the held-out model is learned from n of its real la
 - ``scratch``: a logistic regression on the prompt vectors from the same n random labels, learning
   the model alone (no transfer from the other models);
 - ``prior``: zero labels, predicted "like" the known model of nearest price (``prior_like``);
-- ``full``: ``add_model`` on all of the model's train-split labels (~7,600), the reference.
+- ``full``: the bundled predictor, trained jointly on every model's train-split labels (~7,600
+  each, an ensemble of 3), the full-data reference.
 
 AUC is measured per held-out model on the dev split (where the default strategy is chosen) and on
 the test split (reported), then averaged over held-out models.
@@ -33,6 +35,7 @@ from routoo_shared.calibration import describe_questions, select_prompts
 from routoo_shared.data import Outcomes, bundled, load_pool, load_questions, split_of
 from routoo_shared.metrics import auc
 from routoo_shared.predictor import Predictor, TrainConfig
+from routoo_shared.router import BUNDLED_PREDICTOR
 
 SIZES = (25, 50, 100, 200, 400)
 RESULTS = Path(__file__).resolve().parent / "results" / "new_model_labels.json"
@@ -55,6 +58,7 @@ def scratch_auc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", help="comma-separated held-out models (default: all 29)")
+    parser.add_argument("--folds", type=int, default=5, help="held-out groups; 29 = one model at a time")
     parser.add_argument("--ensemble", type=int, default=1, help="predictor ensemble members (bundled: 3)")
     parser.add_argument("--seeds", type=int, default=2, help="random selections averaged per size")
     parser.add_argument("--out", type=Path, default=RESULTS)
@@ -67,13 +71,15 @@ def main() -> None:
     held_out = args.models.split(",") if args.models else pool.names
     prices = {m.name: m.price_in_per_mtok + m.price_out_per_mtok for m in pool.models}
     rows: dict[str, dict] = json.loads(args.out.read_text())["models"] if args.out.exists() else {}
+    full = Predictor.load(BUNDLED_PREDICTOR)
 
-    for name in held_out:
-        if name in rows:
-            print(f"{name}: already measured, skipped")
+    folds = [[m for j, m in enumerate(pool.names) if j % args.folds == k and m in held_out] for k in range(args.folds)]
+    for fold in folds:
+        todo = [m for m in fold if m not in rows]
+        if not todo:
             continue
         started = time.time()
-        known = [m for m in pool.names if m != name]
+        known = [m for m in pool.names if m not in fold]
         predictor = Predictor.train(
             [q.prompt for q in split["train"]],
             Outcomes.from_questions(split["train"], known).correct,
@@ -82,50 +88,59 @@ def main() -> None:
             Outcomes.from_questions(split["dev"], known).correct,
             TrainConfig(ensemble=args.ensemble),
         )
-        bank = [q for q in split["train"] if name in q.results]
-        bank_labels = np.array([q.results[name].score for q in bank], dtype=np.float32)
-        evaluation = {
-            part: ([q.prompt for q in split[part] if name in q.results], np.array([q.results[name].score for q in split[part] if name in q.results]))
-            for part in ("dev", "test")
-        }
-        features = describe_questions(bank, known, predictor.encoder)
-        vectors = predictor.encoder.encode([q.prompt for q in bank])
-        eval_vectors = {part: predictor.encoder.encode(prompts) for part, (prompts, _) in evaluation.items()}
-
         saved = predictor.save(tempfile.mkdtemp(prefix="routoo-held-out-"))
-
-        def learned(rows_: np.ndarray) -> dict[str, float]:
-            copy = Predictor.load(saved)  # a fresh copy for each labelled set
-            copy.add_model(name, [bank[i].prompt for i in rows_], bank_labels[rows_])
-            return {part: model_auc(copy, name, *evaluation[part]) for part in evaluation}
-
-        like = min(known, key=lambda m: abs(prices[m] - prices[name]))
-        result = {
-            "prior_like": like,
-            "prior": {part: model_auc(predictor, like, *evaluation[part]) for part in evaluation},
-            "full": learned(np.arange(len(bank))),
-            "labels_in_bank": len(bank),
-            "by_size": {},
-        }
-        for n in SIZES:
-            anchors = learned(select_prompts(features, n, "anchors"))
-            draws = [select_prompts(features, n, "random", seed) for seed in range(args.seeds)]
-            randoms = [learned(rows_) for rows_ in draws]
-            scratch = [
-                {part: scratch_auc(vectors[rows_], bank_labels[rows_], eval_vectors[part], evaluation[part][1]) for part in evaluation}
-                for rows_ in draws
-            ]
-            result["by_size"][str(n)] = {
-                "add_model+anchors": anchors,
-                "add_model+random": _mean(randoms),
-                "scratch": _mean(scratch),
-            }
-        result["seconds"] = round(time.time() - started, 1)
-        rows[name] = result
-        curve = " ".join(f"{n}:{r['add_model+anchors']['test']:.3f}" for n, r in result["by_size"].items())
-        print(f"{name}: test AUC full {result['full']['test']:.3f}, anchors {curve} ({result['seconds']} s)", flush=True)
-        _write(args.out, rows)
+        features = describe_questions(split["train"], known, predictor.encoder)
+        print(f"fold {fold}: predictor trained on {len(known)} models in {time.time() - started:.0f} s", flush=True)
+        for name in todo:
+            rows[name] = held_out_curve(name, known, predictor, saved, features, split, prices, args.seeds, full)
+            _write(args.out, rows)
     print(table(rows))
+
+
+def held_out_curve(name, known, predictor, saved, features, split, prices, seeds, full) -> dict:
+    """AUC of one held-out model for every method and label count (see the module docstring)."""
+    started = time.time()
+    has_label = np.array([name in q.results for q in split["train"]])
+    bank = [q for q, kept in zip(split["train"], has_label) if kept]
+    features = features[has_label]
+    bank_labels = np.array([q.results[name].score for q in bank], dtype=np.float32)
+    evaluation = {
+        part: ([q.prompt for q in split[part] if name in q.results], np.array([q.results[name].score for q in split[part] if name in q.results]))
+        for part in ("dev", "test")
+    }
+    vectors = predictor.encoder.encode([q.prompt for q in bank])
+    eval_vectors = {part: predictor.encoder.encode(prompts) for part, (prompts, _) in evaluation.items()}
+
+    def learned(rows_: np.ndarray) -> dict[str, float]:
+        copy = Predictor.load(saved)  # a fresh copy for each labelled set
+        copy.add_model(name, [bank[i].prompt for i in rows_], bank_labels[rows_])
+        return {part: model_auc(copy, name, *evaluation[part]) for part in evaluation}
+
+    like = min(known, key=lambda m: abs(prices[m] - prices[name]))
+    result = {
+        "prior_like": like,
+        "prior": {part: model_auc(predictor, like, *evaluation[part]) for part in evaluation},
+        "full": {part: model_auc(full, name, *evaluation[part]) for part in evaluation},
+        "labels_in_bank": len(bank),
+        "by_size": {},
+    }
+    for n in SIZES:
+        anchors = learned(select_prompts(features, n, "anchors"))
+        draws = [select_prompts(features, n, "random", seed) for seed in range(seeds)]
+        randoms = [learned(rows_) for rows_ in draws]
+        scratch = [
+            {part: scratch_auc(vectors[rows_], bank_labels[rows_], eval_vectors[part], evaluation[part][1]) for part in evaluation}
+            for rows_ in draws
+        ]
+        result["by_size"][str(n)] = {
+            "add_model+anchors": anchors,
+            "add_model+random": _mean(randoms),
+            "scratch": _mean(scratch),
+        }
+    result["seconds"] = round(time.time() - started, 1)
+    curve = " ".join(f"{n}:{r['add_model+anchors']['test']:.3f}" for n, r in result["by_size"].items())
+    print(f"{name}: test AUC full {result['full']['test']:.3f}, anchors {curve} ({result['seconds']} s)", flush=True)
+    return result
 
 
 def _mean(values: list[dict[str, float]]) -> dict[str, float]:

@@ -108,13 +108,13 @@ class LabelReport(BaseModel):
 
 
 def chat_model_for(spec: ModelSpec) -> Any:
-    """A LangChain chat model for a pool entry: the bundled GGUF models for provider ``local``,
+    """A LangChain chat model for a pool entry: the local GGUF models for provider ``local``,
     else ``init_chat_model(provider_model or name, model_provider=provider)`` (needs ``langchain``
     and the provider's package, e.g. ``langchain-openai``, plus its API key)."""
-    if spec.provider == "local":
+    if spec.provider == "local":  # generates at most the spec's max_output_tokens
         from langchain_routoo.local import LocalChatModel
 
-        return LocalChatModel(model=spec.provider_model or spec.name)
+        return LocalChatModel(model=spec.provider_model or spec.name, max_tokens=spec.max_output_tokens)
     if spec.provider is None:
         raise LabelingError(f"model {spec.name!r} has no provider: pass its chat model in 'models' instead")
     try:

@@ -3,9 +3,11 @@
 Content blocks are read for their text parts; images, audio and other parts are skipped, never
 an error (a message with only an image routes on an empty text). The encoder reads 256 tokens, so
 the routing text puts first what decides the answer: a conversation's latest user turn, then the
-turns before it (most recent first); and a text longer than the encoder reads is cut to its end
-(where a RAG prompt asks its question) followed by its start (where an instruction usually sits),
-instead of the first 256 tokens only.
+turns before it (most recent first); and a text longer than the encoder reads keeps its start
+(where an instruction usually sits) and its end (where a RAG prompt asks its question), instead of
+the first 256 tokens only. On the 191 long MMLU-Pro dev prompts (read whole in training) this
+costs the bundled predictor 0.011 log-loss (0.523 -> 0.534, AUC 0.730 -> 0.727); 96 + 96 tokens
+was the best of the cuts tried that always fits the encoder's 256 word pieces.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ TEXT_PART_TYPES = {"text", "input_text", "output_text"}
 USER_ROLES = {"user", "human"}
 PER_MESSAGE_TOKENS = 4  # role and separators, as chat formats add them
 LONG_TEXT_TOKENS = 256  # texts up to this length (tiktoken) are read whole, as in training
-TAIL_TOKENS, HEAD_TOKENS = 128, 64  # what a longer text keeps: its end, then its start
+HEAD_TOKENS, TAIL_TOKENS = 96, 96  # what a longer text keeps: its start and its end
 ELISION = "\n[...]\n"
 
 
@@ -85,13 +87,13 @@ def to_turns(prompt_or_messages: Any) -> list[tuple[str, str]]:
 
 
 def focus(text: str) -> str:
-    """A text the encoder can read whole: unchanged up to ``LONG_TEXT_TOKENS`` tokens, else its last
-    ``TAIL_TOKENS`` then its first ``HEAD_TOKENS``, so different questions after one long context differ."""
+    """A text the encoder can read whole: unchanged up to ``LONG_TEXT_TOKENS`` tokens, else its first
+    ``HEAD_TOKENS`` and last ``TAIL_TOKENS``, so different questions after one long context differ."""
     ids = token_ids(text)
     if len(ids) <= LONG_TEXT_TOKENS:
         return text
     decode = encoding().decode
-    return decode(ids[-TAIL_TOKENS:]).strip() + ELISION + decode(ids[:HEAD_TOKENS]).strip()
+    return decode(ids[:HEAD_TOKENS]).strip() + ELISION + decode(ids[-TAIL_TOKENS:]).strip()
 
 
 def routing_text(prompt_or_messages: Any) -> str:

@@ -14,8 +14,9 @@ labels, n in 25/50/100/200/400, by
 - ``full``: the bundled predictor, trained jointly on every model's train-split labels (~7,600
   each, an ensemble of 3), the full-data reference.
 
-AUC is measured per held-out model on the dev split (where the default strategy is chosen) and on
-the test split (reported), then averaged over held-out models.
+AUC (ranking: which prompts the model gets right) and log-loss (also its level: how often) are
+measured per held-out model on the dev split (where the default strategy is chosen) and on the
+test split (reported), then averaged over held-out models.
 
     OMP_NUM_THREADS=1 python benchmarks/new_model_labels.py [--models a,b] [--ensemble 1]
 """
@@ -33,7 +34,7 @@ import torch
 
 from routoo_shared.calibration import describe_questions, select_prompts
 from routoo_shared.data import Outcomes, bundled, load_pool, load_questions, split_of
-from routoo_shared.metrics import auc
+from routoo_shared.metrics import auc, log_loss
 from routoo_shared.predictor import Predictor, TrainConfig
 from routoo_shared.router import BUNDLED_PREDICTOR
 
@@ -41,18 +42,22 @@ SIZES = (25, 50, 100, 200, 400)
 RESULTS = Path(__file__).resolve().parent / "results" / "new_model_labels.json"
 
 
-def model_auc(predictor: Predictor, name: str, prompts: list[str], labels: np.ndarray) -> float:
-    return auc(predictor.predict(prompts, [name])[:, 0], labels)
+def quality(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {"auc": auc(probs, labels), "log_loss": log_loss(probs, labels)}
 
 
-def scratch_auc(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> float:
+def model_quality(predictor: Predictor, name: str, prompts: list[str], labels: np.ndarray) -> dict[str, float]:
+    return quality(predictor.predict(prompts, [name])[:, 0], labels)
+
+
+def scratch_quality(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray) -> dict[str, float]:
     """A per-model logistic regression on prompt vectors (sklearn, L2, C=1)."""
     from sklearn.linear_model import LogisticRegression
 
-    if len(set(y_train.tolist())) < 2:
-        return 0.5  # one class seen: a constant, no ranking
+    if len(set(y_train.tolist())) < 2:  # one class seen: its smoothed rate, no ranking
+        return quality(np.full(len(y_eval), (y_train.sum() + 0.5) / (len(y_train) + 1)), y_eval)
     classifier = LogisticRegression(C=1.0, max_iter=2000).fit(x_train, y_train)
-    return auc(classifier.predict_proba(x_eval)[:, 1], y_eval)
+    return quality(classifier.predict_proba(x_eval)[:, 1], y_eval)
 
 
 def main() -> None:
@@ -114,13 +119,13 @@ def held_out_curve(name, known, predictor, saved, features, split, prices, seeds
     def learned(rows_: np.ndarray) -> dict[str, float]:
         copy = Predictor.load(saved)  # a fresh copy for each labelled set
         copy.add_model(name, [bank[i].prompt for i in rows_], bank_labels[rows_])
-        return {part: model_auc(copy, name, *evaluation[part]) for part in evaluation}
+        return {part: model_quality(copy, name, *evaluation[part]) for part in evaluation}
 
     like = min(known, key=lambda m: abs(prices[m] - prices[name]))
     result = {
         "prior_like": like,
-        "prior": {part: model_auc(predictor, like, *evaluation[part]) for part in evaluation},
-        "full": {part: model_auc(full, name, *evaluation[part]) for part in evaluation},
+        "prior": {part: model_quality(predictor, like, *evaluation[part]) for part in evaluation},
+        "full": {part: model_quality(full, name, *evaluation[part]) for part in evaluation},
         "labels_in_bank": len(bank),
         "by_size": {},
     }
@@ -129,7 +134,7 @@ def held_out_curve(name, known, predictor, saved, features, split, prices, seeds
         draws = [select_prompts(features, n, "random", seed) for seed in range(seeds)]
         randoms = [learned(rows_) for rows_ in draws]
         scratch = [
-            {part: scratch_auc(vectors[rows_], bank_labels[rows_], eval_vectors[part], evaluation[part][1]) for part in evaluation}
+            {part: scratch_quality(vectors[rows_], bank_labels[rows_], eval_vectors[part], evaluation[part][1]) for part in evaluation}
             for rows_ in draws
         ]
         result["by_size"][str(n)] = {
@@ -138,41 +143,50 @@ def held_out_curve(name, known, predictor, saved, features, split, prices, seeds
             "scratch": _mean(scratch),
         }
     result["seconds"] = round(time.time() - started, 1)
-    curve = " ".join(f"{n}:{r['add_model+anchors']['test']:.3f}" for n, r in result["by_size"].items())
-    print(f"{name}: test AUC full {result['full']['test']:.3f}, anchors {curve} ({result['seconds']} s)", flush=True)
+    curve = " ".join(f"{n}:{r['add_model+anchors']['test']['auc']:.3f}" for n, r in result["by_size"].items())
+    print(f"{name}: test AUC full {result['full']['test']['auc']:.3f}, anchors {curve} ({result['seconds']} s)", flush=True)
     return result
 
 
-def _mean(values: list[dict[str, float]]) -> dict[str, float]:
-    return {part: float(np.mean([v[part] for v in values])) for part in values[0]}
+def _mean(values: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    return {part: {k: float(np.mean([v[part][k] for v in values])) for k in values[0][part]} for part in values[0]}
 
 
-def summary(rows: dict[str, dict], part: str) -> dict[str, dict[str, float]]:
-    """Mean AUC over held-out models, per method and size, and each as a share of ``full``."""
-    full = float(np.mean([r["full"][part] for r in rows.values()]))
-    out = {"full": {"auc": full}, "prior": {"auc": float(np.mean([r["prior"][part] for r in rows.values()]))}}
-    for method in ("add_model+anchors", "add_model+random", "scratch"):
-        out[method] = {n: float(np.mean([r["by_size"][n][method][part] for r in rows.values()])) for n in map(str, SIZES)}
+METHODS = ("add_model+anchors", "add_model+random", "scratch")
+
+
+def summary(rows: dict[str, dict], part: str, metric: str) -> dict[str, dict[str, float]]:
+    """Mean ``metric`` over held-out models, per method and size."""
+    out = {key: {"0": float(np.mean([r[key][part][metric] for r in rows.values()]))} for key in ("full", "prior")}
+    for method in METHODS:
+        out[method] = {n: float(np.mean([r["by_size"][n][method][part][metric] for r in rows.values()])) for n in map(str, SIZES)}
     return out
 
 
 def table(rows: dict[str, dict]) -> str:
     lines = []
     for part in ("dev", "test"):
-        s = summary(rows, part)
-        full = s["full"]["auc"]
-        lines.append(f"\n{part} split, mean AUC over {len(rows)} held-out models (share of full-data AUC)")
-        lines.append(f"{'method':20s} " + " ".join(f"{n:>13s}" for n in map(str, SIZES)))
-        for method in ("add_model+anchors", "add_model+random", "scratch"):
-            lines.append(f"{method:20s} " + " ".join(f"{s[method][n]:.3f} ({s[method][n] / full:4.0%})" for n in map(str, SIZES)))
-        lines.append(f"{'prior (0 labels)':20s} {s['prior']['auc']:.3f} ({s['prior']['auc'] / full:.0%})")
-        lines.append(f"{'full (all labels)':20s} {full:.3f}")
+        for metric in ("auc", "log_loss"):
+            s = summary(rows, part, metric)
+            full = s["full"]["0"]
+            share = metric == "auc"
+            lines.append(f"\n{part} split, mean {metric} over {len(rows)} held-out models" + (" (share of full-data AUC)" if share else ""))
+            lines.append(f"{'method':20s} " + " ".join(f"{n:>13s}" for n in map(str, SIZES)))
+            for method in METHODS:
+                cells = [f"{s[method][n]:.3f}" + (f" ({s[method][n] / full:4.0%})" if share else "       ") for n in map(str, SIZES)]
+                lines.append(f"{method:20s} " + " ".join(cells))
+            lines.append(f"{'prior (0 labels)':20s} {s['prior']['0']:.3f}" + (f" ({s['prior']['0'] / full:.0%})" if share else ""))
+            lines.append(f"{'full (all labels)':20s} {full:.3f}")
     return "\n".join(lines)
 
 
 def _write(path: Path, rows: dict[str, dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"sizes": list(SIZES), "models": rows, "summary": {part: summary(rows, part) for part in ("dev", "test")}}
+    payload = {
+        "sizes": list(SIZES),
+        "models": rows,
+        "summary": {part: {metric: summary(rows, part, metric) for metric in ("auc", "log_loss")} for part in ("dev", "test")},
+    }
     path.write_text(json.dumps(payload, indent=1))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 from routoo_shared.tokens import encoding, token_ids
 
 TEXT_PART_TYPES = {"text", "input_text", "output_text"}
+IMAGE_PART_TYPES = {"image", "image_url", "input_image"}
 USER_ROLES = {"user", "human"}
 PER_MESSAGE_TOKENS = 4  # role and separators, as chat formats add them
 LONG_TEXT_TOKENS = 256  # texts up to this length (tiktoken) are read whole, as in training
@@ -60,19 +61,23 @@ def _content(message: Any) -> Any:
     return blocks if blocks is not None else getattr(message, "content", None)
 
 
-def _has_media(content: Any) -> bool:
-    """Whether content holds non-text parts (images, audio, files)."""
-    if isinstance(content, dict):
-        return content.get("type", "text") not in TEXT_PART_TYPES
-    if isinstance(content, Sequence) and not isinstance(content, str):
-        return any(_has_media(part) for part in content)
-    return content is not None and not isinstance(content, str) and not isinstance(getattr(content, "text", None), str)
+def _parts(content: Any) -> list[Any]:
+    if content is None or isinstance(content, str):
+        return []
+    return list(content) if isinstance(content, Sequence) else [content]
+
+
+def _is_text_part(part: Any) -> bool:
+    if isinstance(part, dict):
+        return part.get("type", "text") in TEXT_PART_TYPES
+    return isinstance(getattr(part, "text", None), str)  # LlamaIndex TextBlock and similar objects
 
 
 def to_turns(prompt_or_messages: Any) -> list[tuple[str, str]]:
     """(role, text) pairs from a string, a message, or a sequence of messages.
 
-    Raises ``ValueError`` ("empty prompt") when there is nothing at all: no text and no other part.
+    Raises ``ValueError`` ("empty prompt") when there is nothing at all: no text and no other part
+    (a message with only an image, audio or a file routes on an empty text).
     """
     if isinstance(prompt_or_messages, str):
         messages = [("user", prompt_or_messages)]
@@ -81,9 +86,24 @@ def to_turns(prompt_or_messages: Any) -> list[tuple[str, str]]:
     else:
         messages = [(_role(m), _content(m)) for m in prompt_or_messages]
     turns = [(role, content_text(content)) for role, content in messages]
-    if not any(text.strip() for _, text in turns) and not any(_has_media(content) for _, content in messages):
+    media = any(not _is_text_part(part) for _, content in messages for part in _parts(content))
+    if not any(text.strip() for _, text in turns) and not media:
         raise ValueError("empty prompt: the messages contain no text or other content to route on")
     return turns
+
+
+def has_image(prompt_or_messages: Any) -> bool:
+    """True when a message holds an image part (OpenAI/LangChain blocks or a LlamaIndex ImageBlock)."""
+    if isinstance(prompt_or_messages, str):
+        return False
+    messages = prompt_or_messages if isinstance(prompt_or_messages, Sequence) and not isinstance(
+        prompt_or_messages, (dict, tuple)) else [prompt_or_messages]
+    for message in messages:
+        for part in _parts(_content(message)):
+            kind = part.get("type") if isinstance(part, dict) else getattr(part, "block_type", None)
+            if kind in IMAGE_PART_TYPES:
+                return True
+    return False
 
 
 def focus(text: str) -> str:
@@ -100,7 +120,7 @@ def routing_text(prompt_or_messages: Any) -> str:
     """The text the predictor reads: a single turn as is (as in training) when short; the latest user
     turn first otherwise, each long text cut by ``focus``. Empty for a message with only media."""
     turns = [(role, text) for role, text in to_turns(prompt_or_messages) if text.strip()]
-    if not turns:
+    if not turns:  # media only: the predictor reads an empty prompt
         return ""
     if len(turns) == 1:
         return focus(turns[0][1])

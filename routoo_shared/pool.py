@@ -82,6 +82,21 @@ def lookup_model(model: str, provider: str | None) -> ProviderFacts:
     )
 
 
+PROFILE_FIELDS = {  # LangChain model profile key -> ModelSpec field
+    "max_input_tokens": "context_window",  # models.dev's context limit: prompt and answer together
+    "max_output_tokens": "max_output_tokens",
+    "tool_calling": "supports_tools",
+    "structured_output": "supports_structured_output",
+    "image_inputs": "supports_vision",
+}
+
+
+def fields_from_profile(profile: dict[str, Any]) -> dict[str, Any]:
+    """The ``ModelSpec`` fields a LangChain model profile gives (absent entries and zero limits skipped)."""
+    fields = {field: profile[key] for key, field in PROFILE_FIELDS.items() if profile.get(key) is not None}
+    return {field: value for field, value in fields.items() if not (field in ("context_window", "max_output_tokens") and value <= 0)}
+
+
 class ModelSpec(BaseModel):
     """One candidate model. Prices are USD per 1M tokens; latency figures feed ``max_latency_s``.
 
@@ -103,11 +118,11 @@ class ModelSpec(BaseModel):
         description="output tokens a call may produce when it sets no max_tokens; a budget holds this much "
         "before the call, so concurrent calls cannot overspend it",
     )
-    context_window: int | None = Field(
-        default=None,
+    context_window: int = Field(
+        default=DEFAULT_CONTEXT_WINDOW,
         gt=0,
         description="input plus output tokens a call may hold; default: genai-prices' figure for a provider "
-        "model, else 8,192 with a warning",
+        "model, else the model's LangChain profile, else 8,192 with a warning",
     )
     ttft_s: float = Field(default=0.5, ge=0, description="time to first token")
     tokens_per_s: float = Field(default=50.0, gt=0, description="output speed")
@@ -119,6 +134,7 @@ class ModelSpec(BaseModel):
     supports_tools: bool = False
     supports_structured_output: bool = False
     supports_streaming: bool = True
+    supports_vision: bool = False
     price_tiers: list[PriceTier] = Field(
         default_factory=list, description="long-context prices, by prompt size (from genai-prices for provider models)"
     )
@@ -158,14 +174,13 @@ class ModelSpec(BaseModel):
                         data[key] = data[key] if given(key) else getattr(facts, key)
                 if not given("context_window") and facts.context_window:
                     data["context_window"] = facts.context_window
-        if not given("context_window"):
+        if not given("context_window"):  # the field default applies, left unset so a profile can fill it
             warnings.warn(
                 f"context window of model {data.get('name')!r} is unknown; assuming {DEFAULT_CONTEXT_WINDOW:,} "
                 f"tokens. Give context_window, or build the spec with ModelSpec.from_chat_model to read the "
                 f"model's profile",
                 stacklevel=3,  # the caller of ModelSpec(...)
             )
-            data["context_window"] = DEFAULT_CONTEXT_WINDOW
         return data
 
     @model_validator(mode="after")
@@ -195,21 +210,14 @@ class ModelSpec(BaseModel):
     def from_chat_model(cls, chat_model: Any, name: str | None = None, **fields: Any) -> "ModelSpec":
         """A spec for a LangChain chat model: provider and model id from its LangSmith parameters,
         prices, tiers and context window from genai-prices, and context window, output limit and
-        capabilities (tools, structured output) from its ``profile`` (LangChain's model profiles,
-        from models.dev). ``fields`` override anything read; ``name`` defaults to the model id."""
+        capabilities (tools, structured output, images) from its ``profile`` (LangChain's model
+        profiles, from models.dev). ``fields`` override anything read; ``name`` defaults to the model id."""
         params = chat_model._get_ls_params()
         model_id = params.get("ls_model_name")
         read: dict[str, Any] = {"provider": params.get("ls_provider")}
         if model_id:
             read["name"] = model_id
-        profile = getattr(chat_model, "profile", None) or {}
-        if profile.get("max_input_tokens"):  # models.dev's context limit: prompt and answer together
-            read["context_window"] = profile["max_input_tokens"]
-        if profile.get("max_output_tokens"):
-            read["max_output_tokens"] = profile["max_output_tokens"]
-        for key, field in (("tool_calling", "supports_tools"), ("structured_output", "supports_structured_output")):
-            if key in profile:
-                read[field] = bool(profile[key])
+        read.update(fields_from_profile(getattr(chat_model, "profile", None) or {}))
         if name is not None:
             read["name"] = name
             read.setdefault("provider_model", model_id)

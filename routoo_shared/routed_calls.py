@@ -11,13 +11,16 @@ abandoned stream) the attempt's budget hold is settled or released, and the mode
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import inspect
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -50,6 +53,10 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
+FAILURE_WORDS = {
+    "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
+    "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
+}
 STICKY_CONVERSATIONS = 4096  # conversations remembered for sticky routing (least recently used dropped)
 
 
@@ -119,10 +126,13 @@ class RoutedCall:
         return error
 
     def timeout(self, name: str) -> float:
-        """Seconds for one attempt (or the wait for one stream chunk) on ``name``."""
-        if self.timeout_s is not None:
-            return self.timeout_s
-        return self.owner.router.pool[name].attempt_timeout(self.decision.input_tokens, self.max_tokens)
+        """Seconds for one attempt (or the wait for one stream chunk) on ``name``: the call's ``timeout_s``,
+        else the model spec's, else the integration's, else twice the spec's predicted latency (>= 10 s)."""
+        spec = self.owner.router.pool[name]
+        for seconds in (self.timeout_s, spec.timeout_s, self.owner.timeout_s):
+            if seconds is not None:
+                return seconds
+        return spec.attempt_timeout(self.decision.input_tokens, self.max_tokens)
 
     # ----- budget
     def _reserve(self, name: str) -> Reservation | None:
@@ -130,7 +140,9 @@ class RoutedCall:
         if budget is None:
             return None
         spec = self.owner.router.pool[name]
-        return budget.reserve(name, spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens)))
+        expected = spec.cost(self.decision.input_tokens, min(spec.expected_output_tokens, spec.output_bound(self.max_tokens)))
+        worst = spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens))
+        return budget.reserve(name, expected, worst)
 
     def _charge(self, usd: float | None) -> None:
         """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
@@ -149,20 +161,27 @@ class RoutedCall:
     def succeeded(self, name: str, usage: Usage | None) -> None:
         """The model answered: charge its reported usage (else the routing estimate)."""
         self.committed(name)
-        estimate = self.decision.candidate(name).estimated_cost_usd
-        self._charge(estimate if usage is None else self._cost(name, usage))
+        self.owner.health.succeeded(name)
+        self.ended(name, usage)
 
     def committed(self, name: str) -> None:
-        """``name`` answers this call: no fallback from here (a stream's hold settles at its end)."""
-        self.owner.health.succeeded(name)
+        """``name`` answers this call: no fallback from here (a stream's hold settles at its end, and its
+        health counts once the stream has ended well or broken)."""
         self.attempts.append(Attempt(model=name))
         self.answered_by = name
         if self.sticky_key is not None:
             self.owner._remember(self.sticky_key, name)
 
     def ended(self, name: str, usage: Usage | None) -> None:
-        """A committed stream ended, broke off or was abandoned: charge what it used (else its prompt)."""
-        self._charge(self._prompt_cost(name) if usage is None else self._cost(name, usage))
+        """A committed stream ended, broke off or was abandoned: charge its reported usage (else the
+        routing estimate: many providers report no usage on streams unless asked)."""
+        estimate = self.decision.candidate(name).estimated_cost_usd
+        self._charge(estimate if usage is None else self._cost(name, usage))
+
+    def broke(self, name: str, error: BaseException) -> None:
+        """A committed stream failed midway: too late to fall back, but the model's health counts it."""
+        if self.owner.falls_back(error):
+            self.owner.health.failed(name, error)
 
     def _cost(self, name: str, usage: Usage) -> float:
         return self.owner.router.pool[name].cost(usage.input_tokens, usage.output_tokens)
@@ -191,15 +210,14 @@ class RoutedCall:
 
     # ----- what the response says
     def reason(self) -> str:
-        """Why ``answered_by`` answered, in one line."""
+        """Why ``answered_by`` answered, in one line: the decision, and what happened to the models before it."""
         model = self.answered_by or self.decision.model
-        line = self.decision.explain(model)
-        before = [a for a in self.attempts if a.model != model and a.error]
-        cooling = [m for m in self.cooling if m != model and m not in {a.model for a in self.attempts}]
-        notes = [f"{a.model} {a.kind or 'failed'}" for a in before] + [f"{m} cooling down" for m in cooling]
+        before = [f"{a.model} {FAILURE_WORDS[a.kind or 'provider']}" for a in self.attempts if a.model != model and a.error]
+        before += [f"{m} cooling down" for m in self.cooling if m != model and m not in {a.model for a in self.attempts}]
+        notes = ["next best" if model != self.decision.model else self.decision.why] + before
         if self.decision.sticky:
             notes.append("kept for this conversation (sticky)")
-        return line + (f"; {', '.join(notes)}" if notes else "")
+        return self.decision.explain(model, "; ".join(notes))
 
     def record(self) -> dict[str, Any]:
         """The JSON-ready record both integrations attach to responses under ``routoo``."""
@@ -273,26 +291,34 @@ class RoutedCalls(BaseModel):
     def routing_constraints(self, **overrides: Any) -> Constraints:
         return Constraints(**{name: getattr(self, name) for name in SETTINGS}).merged(**overrides)
 
-    def eligible_models(self, **requirements: bool) -> list[str]:
-        """Pool models this object's settings and the router's own constraints allow for a call that
-        needs ``requirements`` (capability flags such as ``requires_tools=True``)."""
-        constraints = self.router.constraints.merged(**self.routing_constraints().model_dump(), **requirements)
-        return self.router.eligible(constraints)
+    def eligible_models(self, **overrides: Any) -> list[str]:
+        """Pool models this object's settings and the router's own constraints allow for a call with
+        ``overrides`` (per-call settings and capability flags such as ``requires_tools=True``)."""
+        settings = {**self.routing_constraints().model_dump(), **overrides}
+        return self.router.eligible(self.router.constraints.merged(**settings))
 
     # ----- routing
     def route_call(
-        self, messages: Any, kwargs: dict[str, Any], max_tokens: int | None = None, **requirements: bool
+        self,
+        messages: Any,
+        kwargs: dict[str, Any],
+        max_tokens: int | None = None,
+        prefer_streaming: bool = False,
+        **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """The routed call, and the call's kwargs without the routing settings.
 
         Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``);
-        ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs.
-        ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an unknown forced
-        model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take the call.
+        ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs
+        (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable models when
+        any is eligible. ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an
+        unknown forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
         """
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
         overrides.update({k: v for k, v in requirements.items() if v})
+        if prefer_streaming and self.eligible_models(requires_streaming=True, **overrides):
+            overrides["requires_streaming"] = True
         timeout_s = call.pop("timeout_s", None)
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
@@ -312,10 +338,17 @@ class RoutedCalls(BaseModel):
         return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key), call
 
     async def aroute_call(
-        self, messages: Any, kwargs: dict[str, Any], max_tokens: int | None = None, **requirements: bool
+        self,
+        messages: Any,
+        kwargs: dict[str, Any],
+        max_tokens: int | None = None,
+        prefer_streaming: bool = False,
+        **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
-        """``route_call`` in a worker thread: the encoder and predictor never block the event loop."""
-        return await asyncio.to_thread(self.route_call, messages, kwargs, max_tokens, **requirements)
+        """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
+        concurrent calls share predictor passes (``routoo_shared.batching``)."""
+        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, **requirements)
+        return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 
     def _conversation_key(self, messages: Any) -> str | None:
         """A conversation's identity: its turns up to the first user turn (None for a single prompt)."""
@@ -414,9 +447,13 @@ class RoutedCalls(BaseModel):
                 for chunk in source:
                     seen.append(chunk)
                     yield name, chunk
+                self.health.succeeded(name)
+            except BaseException as error:
+                call.broke(name, error)
+                raise
             finally:
-                source.close()
                 call.ended(name, _safe_usage(usage_of, seen))
+                source.close()
             return
         raise call.give_up()
 
@@ -444,8 +481,9 @@ class RoutedCalls(BaseModel):
                     if has_content(chunk):
                         break
             except BaseException as error:
-                await _aclose(source)
-                if not call.failed(name, error, _safe_usage(usage_of, seen)):
+                falls_back = call.failed(name, error, _safe_usage(usage_of, seen))
+                _close_later(source)
+                if not falls_back:
                     raise
                 continue
             call.committed(name)
@@ -459,14 +497,21 @@ class RoutedCalls(BaseModel):
                         break
                     seen.append(chunk)
                     yield name, chunk
+                self.health.succeeded(name)
+            except BaseException as error:
+                call.broke(name, error)
+                raise
             finally:
-                await _aclose(source)
                 call.ended(name, _safe_usage(usage_of, seen))
+                _close_later(source)
             return
         raise call.give_up()
 
 
 _STICKY_LOCK = threading.Lock()
+_CLOSING: set[asyncio.Future] = set()  # streams being closed in the background (kept from the GC)
+# Enough threads that a burst of async calls reaches the predictor batcher together.
+_ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-route")
 
 
 def _empty(usage: Usage | None, message: str = "the model returned an empty answer") -> EmptyResponseError:
@@ -483,10 +528,18 @@ def _safe_usage(usage_of: Callable[[Sequence[Chunk]], Usage | None], seen: Seque
         return None
 
 
-async def _aclose(source: Any) -> None:
+def _close_later(source: Any) -> None:
+    """Close an async stream in the background: a timed-out or stuck provider stream may take as long
+    to close as it took to hang, and the caller has already moved on (its hold is settled)."""
     close = getattr(source, "aclose", None)
     if close is not None:
-        try:
-            await close()
-        except Exception:  # a broken stream may fail to close; the attempt's outcome is already decided
-            pass
+        task = asyncio.ensure_future(_quietly(close()))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+
+async def _quietly(closing: Awaitable[Any]) -> None:
+    try:
+        await closing
+    except Exception:  # a broken stream may fail to close; the attempt's outcome is already decided
+        pass

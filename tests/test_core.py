@@ -117,8 +117,8 @@ def test_routing_text_handles_conversations_and_content_blocks():
     ]
     text = routing_text(conversation)
     assert text.startswith("What is the integral of x^2?") and "Integrals?" in text and "image" not in text
-    assert routing_text([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]) == ""  # routes on no text
-    for nothing in ("", [], [{"role": "user", "content": ""}]):
+    assert routing_text([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]) == ""  # images only
+    for nothing in ("", [], [{"role": "user", "content": "  "}]):
         with pytest.raises(ValueError, match="empty prompt"):
             routing_text(nothing)
 

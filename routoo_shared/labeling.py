@@ -122,7 +122,10 @@ def chat_model_for(spec: ModelSpec) -> Any:
     except ImportError as error:
         raise LabelingError("calling models by name needs 'pip install langchain' and the provider's package") from error
     provider = LANGCHAIN_PROVIDERS.get(spec.provider, spec.provider)
-    return init_chat_model(spec.provider_model or spec.name, model_provider=provider)
+    try:
+        return init_chat_model(spec.provider_model or spec.name, model_provider=provider)
+    except Exception as error:  # a missing package or API key: name the model it was for
+        raise LabelingError(f"cannot create a chat model for {spec.name!r} (provider {provider!r}): {error}") from error
 
 
 async def _call(model: Any, messages: list[dict]) -> tuple[str, int | None, int | None]:

@@ -117,3 +117,12 @@ def test_cache_lines_are_json(tmp_path):
     answer = asyncio.run(calls.ask("m", model, None, [{"role": "user", "content": "hello"}]))
     record = json.loads((tmp_path / "c.jsonl").read_text())
     assert record["text"] == answer.text == "hi" and record["key"] == Calls.key("m", [{"role": "user", "content": "hello"}])
+
+
+def test_a_provider_model_that_cannot_be_created_is_named(monkeypatch):
+    from routoo_shared.labeling import chat_model_for
+    from routoo_shared.pool import ModelSpec
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    with pytest.raises(LabelingError, match="cannot create a chat model for 'gpt-4o-mini' \\(provider 'openai'\\)"):
+        chat_model_for(ModelSpec(name="gpt-4o-mini", provider="openai"))

@@ -344,3 +344,27 @@ def test_calibration_prompts_are_distinct_and_gradable():
     import re
 
     assert re.search(LETTER, "The answer is C.").group(1) == "C"
+
+
+def test_add_model_from_calibration_asks_grades_and_learns(tmp_path):
+    from langchain_core.language_models import GenericFakeChatModel
+
+    from routoo_shared.calibration import add_model_from_calibration
+    from routoo_shared.predictor import Predictor
+    from routoo_shared.router import BUNDLED_PREDICTOR
+
+    predictor = Predictor.load(BUNDLED_PREDICTOR)
+    always_c = GenericFakeChatModel(messages=iter([AIMessage(content="The answer is C.")] * 30))
+    spec = ModelSpec(**entry("always-c"))
+    report = add_model_from_calibration(predictor, spec, always_c, n=30, cache=str(tmp_path / "c.jsonl"), progress=False)
+    asked = [q for q in report.questions if "always-c" in q.results]
+    assert len(asked) == 30 and {q.results["always-c"].score for q in asked} == {float(q.answer == "C") for q in asked}
+    assert predictor.models[-1] == "always-c" and predictor.predict(["What is 2 + 2?"], ["always-c"]).shape == (1, 1)
+
+
+def test_cli_add_model_on_a_declared_prior(tmp_path):
+    models = sheet(tmp_path / "m.json", entry("newcomer", prior_like=STRONG))
+    code, output = cli("add-model", "newcomer", "--models", str(models), "--out", str(tmp_path / "p"), "--labels", "0")
+    assert code == 0, output
+    router = Router.from_directory(tmp_path / "p", pool_names=[WEAK, "newcomer"])
+    assert router.route("Prove Fermat's little theorem.").candidate("newcomer").unlabelled

@@ -5,8 +5,9 @@ fold i, so each family is spread over folds): a predictor is trained on the othe
 (train split, early stopping on dev), then each held-out model is learned from n of its real
 labels, n in 25/50/100/200/400, by
 
-- ``add_model + anchors``: ``Predictor.add_model`` on the calibration prompts that
-  ``routoo_shared.calibration`` selects from the bank (the train split);
+- ``add_model + strata`` / ``+ anchors``: ``Predictor.add_model`` on the calibration prompts that
+  ``routoo_shared.calibration.select_prompts`` picks from the bank (the train split) by difficulty
+  strata or by k-means anchors;
 - ``add_model + random``: ``add_model`` on n random bank prompts (mean over seeds);
 - ``scratch``: a logistic regression on the prompt vectors from the same n random labels, learning
   the model alone (no transfer from the other models);
@@ -32,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from routoo_shared.calibration import describe_questions, select_prompts
+from routoo_shared.calibration import describe_questions, question_difficulty, select_prompts
 from routoo_shared.data import Outcomes, bundled, load_pool, load_questions, split_of
 from routoo_shared.metrics import auc, log_loss
 from routoo_shared.predictor import Predictor, TrainConfig
@@ -95,19 +96,20 @@ def main() -> None:
         )
         saved = predictor.save(tempfile.mkdtemp(prefix="routoo-held-out-"))
         features = describe_questions(split["train"], known, predictor.encoder)
+        difficulty = question_difficulty(split["train"], known)
         print(f"fold {fold}: predictor trained on {len(known)} models in {time.time() - started:.0f} s", flush=True)
         for name in todo:
-            rows[name] = held_out_curve(name, known, predictor, saved, features, split, prices, args.seeds, full)
+            rows[name] = held_out_curve(name, known, predictor, saved, features, difficulty, split, prices, args.seeds, full)
             _write(args.out, rows)
     print(table(rows))
 
 
-def held_out_curve(name, known, predictor, saved, features, split, prices, seeds, full) -> dict:
+def held_out_curve(name, known, predictor, saved, features, difficulty, split, prices, seeds, full) -> dict:
     """AUC of one held-out model for every method and label count (see the module docstring)."""
     started = time.time()
     has_label = np.array([name in q.results for q in split["train"]])
     bank = [q for q, kept in zip(split["train"], has_label) if kept]
-    features = features[has_label]
+    features, difficulty = features[has_label], difficulty[has_label]
     bank_labels = np.array([q.results[name].score for q in bank], dtype=np.float32)
     evaluation = {
         part: ([q.prompt for q in split[part] if name in q.results], np.array([q.results[name].score for q in split[part] if name in q.results]))
@@ -130,21 +132,23 @@ def held_out_curve(name, known, predictor, saved, features, split, prices, seeds
         "by_size": {},
     }
     for n in SIZES:
-        anchors = learned(select_prompts(features, n, "anchors"))
-        draws = [select_prompts(features, n, "random", seed) for seed in range(seeds)]
+        anchors = learned(select_prompts(features, difficulty, n, "anchors"))
+        strata = _mean([learned(select_prompts(features, difficulty, n, "strata", seed)) for seed in range(seeds)])
+        draws = [select_prompts(features, difficulty, n, "random", seed) for seed in range(seeds)]
         randoms = [learned(rows_) for rows_ in draws]
         scratch = [
             {part: scratch_quality(vectors[rows_], bank_labels[rows_], eval_vectors[part], evaluation[part][1]) for part in evaluation}
             for rows_ in draws
         ]
         result["by_size"][str(n)] = {
+            "add_model+strata": strata,
             "add_model+anchors": anchors,
             "add_model+random": _mean(randoms),
             "scratch": _mean(scratch),
         }
     result["seconds"] = round(time.time() - started, 1)
-    curve = " ".join(f"{n}:{r['add_model+anchors']['test']['auc']:.3f}" for n, r in result["by_size"].items())
-    print(f"{name}: test AUC full {result['full']['test']['auc']:.3f}, anchors {curve} ({result['seconds']} s)", flush=True)
+    curve = " ".join(f"{n}:{r['add_model+strata']['test']['auc']:.3f}" for n, r in result["by_size"].items())
+    print(f"{name}: test AUC full {result['full']['test']['auc']:.3f}, strata {curve} ({result['seconds']} s)", flush=True)
     return result
 
 
@@ -152,7 +156,7 @@ def _mean(values: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, floa
     return {part: {k: float(np.mean([v[part][k] for v in values])) for k in values[0][part]} for part in values[0]}
 
 
-METHODS = ("add_model+anchors", "add_model+random", "scratch")
+METHODS = ("add_model+strata", "add_model+anchors", "add_model+random", "scratch")
 
 
 def summary(rows: dict[str, dict], part: str, metric: str) -> dict[str, dict[str, float]]:

@@ -1,12 +1,17 @@
 """Calibration prompts for a new model: the few labels that teach the predictor the most.
 
 ``Predictor.add_model`` learns a new model's bias, difficulty slope and embedding from labelled
-prompts. Which prompts are labelled matters at 25-100 labels: the bank's questions are clustered
-and the question nearest each cluster centre is asked ("anchor points", Polo et al., 2024,
-"tinyBenchmarks: evaluating LLMs with fewer examples"). Questions are described by how the
-known models fared on them (difficulty and which models solve them, what the new model's
-embedding is fitted against) joined with their prompt vectors (the topics the predictor reads).
-``benchmarks/new_model_labels.py`` compares this with random prompts on the dev split.
+prompts. Which prompts are labelled matters at 25-100 labels. Three ways to choose them:
+
+- ``strata``: the bank sorted by difficulty (the known models' mean score) and cut into n strata
+  of equal size, one random question from each: stratified sampling, so the level (bias) is
+  estimated without the bias of an unrepresentative pick and the slope sees the whole range;
+- ``anchors``: the questions clustered and the one nearest each centre asked ("anchor points",
+  Polo et al., 2024, "tinyBenchmarks: evaluating LLMs with fewer examples"), questions described
+  by how the known models fared on them joined with their prompt vectors;
+- ``random``.
+
+``benchmarks/new_model_labels.py`` compares them on the dev split; the default is its choice.
 
 The bank is the bundled MMLU-Pro training split: multiple-choice questions with reference
 answers, so a new model's answers are graded automatically (``Match`` on the answer letter).
@@ -26,7 +31,7 @@ if TYPE_CHECKING:  # imported where used: selecting prompts needs neither torch 
     from routoo_shared.pool import ModelSpec
     from routoo_shared.predictor import Predictor
 
-Strategy = Literal["anchors", "random"]
+Strategy = Literal["strata", "anchors", "random"]
 BANK_DATASET = "mmlu_pro"
 LETTER = r"\b([A-J])\b"  # the first standalone option letter in an answer
 PCA_DIMENSIONS = 32
@@ -48,16 +53,28 @@ def describe_questions(bank: list[Question], known_models: list[str], encoder: "
     return np.concatenate([scores, weight * vectors], axis=1)
 
 
-def select_prompts(features: np.ndarray, n: int, strategy: Strategy = "anchors", seed: int = 0) -> np.ndarray:
-    """Row indices of ``n`` calibration questions: the one nearest each of ``n`` k-means centres
-    (``anchors``), or ``n`` at random."""
+def question_difficulty(bank: list[Question], known_models: list[str]) -> np.ndarray:
+    """Each question's mean score over the known models that answered it (higher = easier)."""
+    scores = Outcomes.from_questions(bank, known_models).correct
+    answered = np.isfinite(scores)
+    return np.where(answered, scores, 0).sum(1) / np.maximum(answered.sum(1), 1)
+
+
+def select_prompts(
+    features: np.ndarray, difficulty: np.ndarray, n: int, strategy: Strategy = "strata", seed: int = 0
+) -> np.ndarray:
+    """Row indices of ``n`` calibration questions by ``strategy`` (see the module docstring);
+    ``features`` from ``describe_questions``, ``difficulty`` from ``question_difficulty``."""
     if not 1 <= n <= len(features):
         raise ValueError(f"cannot pick {n} calibration prompts from a bank of {len(features)}")
     rng = np.random.default_rng(seed)
     if strategy == "random":
         return np.sort(rng.choice(len(features), size=n, replace=False))
+    if strategy == "strata":
+        strata = np.array_split(np.argsort(difficulty, kind="stable"), n)
+        return np.sort(np.array([rng.choice(stratum) for stratum in strata]))
     if strategy != "anchors":
-        raise ValueError(f"unknown strategy {strategy!r}; known: anchors, random")
+        raise ValueError(f"unknown strategy {strategy!r}; known: strata, anchors, random")
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
@@ -69,15 +86,15 @@ def select_prompts(features: np.ndarray, n: int, strategy: Strategy = "anchors",
 
 
 def calibration_questions(
-    predictor: "Predictor", n: int = 100, bank: list[Question] | None = None, strategy: Strategy = "anchors", seed: int = 0
+    predictor: "Predictor", n: int = 100, bank: list[Question] | None = None, strategy: Strategy = "strata", seed: int = 0
 ) -> list[Question]:
-    """The ``n`` bank questions to label a new model on, described by the models ``predictor`` knows."""
+    """The ``n`` bank questions to label a new model on, judged by the models ``predictor`` knows."""
     bank = bank or question_bank()
     known = [m for m in predictor.models if any(m in q.results for q in bank)]
-    if not known:  # a predictor of models the bank has never seen: topics alone
+    if not known:  # a predictor of models the bank has never seen: the bank's own models
         known = sorted({m for q in bank for m in q.results})
-    features = describe_questions(bank, known, predictor.encoder)
-    return [bank[i] for i in select_prompts(features, n, strategy, seed)]
+    features = describe_questions(bank, known, predictor.encoder) if strategy == "anchors" else np.zeros((len(bank), 1))
+    return [bank[i] for i in select_prompts(features, question_difficulty(bank, known), n, strategy, seed)]
 
 
 def add_model_from_calibration(

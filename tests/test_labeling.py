@@ -126,3 +126,15 @@ def test_a_provider_model_that_cannot_be_created_is_named(monkeypatch):
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(LabelingError, match="cannot create a chat model for 'gpt-4o-mini' \\(provider 'openai'\\)"):
         chat_model_for(ModelSpec(name="gpt-4o-mini", provider="openai"))
+
+
+def test_llama_index_llms_are_labelled_too(tmp_path):
+    from llama_index.core.llms import MockLLM
+
+    pool = local_pool()
+    models = {name: MockLLM() for name in pool.names}  # echoes the prompt: a real LlamaIndex LLM, offline
+    grader = FunctionGrader(function=lambda q, answer: "Paris" in answer)
+    report = Labeler(pool, grader, models=models, progress=False).label([Question(id="q", prompt="Is Paris in France?")])
+    results = report.questions[0].results
+    assert set(results) == set(pool.names) and all(r.score == 1.0 and r.output_tokens > 0 for r in results.values())
+    assert report.total_cost_usd > 0

@@ -346,6 +346,17 @@ def test_calibration_prompts_are_distinct_and_gradable():
     assert re.search(LETTER, "The answer is C.").group(1) == "C"
 
 
+def test_strata_cover_the_difficulty_range_evenly():
+    from routoo_shared.calibration import select_prompts
+
+    difficulty = np.random.default_rng(0).random(1000)
+    picks = select_prompts(np.zeros((1000, 1)), difficulty, 10, "strata")
+    ranks = np.sort(np.argsort(np.argsort(difficulty))[picks])  # each pick's rank by difficulty
+    assert all(100 * i <= rank < 100 * (i + 1) for i, rank in enumerate(ranks))  # one from each tenth
+    with pytest.raises(ValueError, match="cannot pick 0"):
+        select_prompts(np.zeros((5, 1)), difficulty[:5], 0)
+
+
 def test_add_model_from_calibration_asks_grades_and_learns(tmp_path):
     from langchain_core.language_models import GenericFakeChatModel
 

@@ -62,6 +62,7 @@ class ModelSpec(BaseModel):
     supports_tools: bool = False
     supports_structured_output: bool = False
     supports_streaming: bool = True
+    supports_vision: bool = False
 
     @model_validator(mode="after")
     def _resolve_price(self) -> "ModelSpec":

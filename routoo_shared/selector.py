@@ -23,11 +23,12 @@ CONSTRAINT_ORDER = (
     "requires_tools",
     "requires_structured_output",
     "requires_streaming",
+    "requires_vision",
     "context_window",
     "max_latency_s",
     "max_cost_per_query",
 )
-HARD_CONSTRAINTS = CONSTRAINT_ORDER[:7]  # calling an excluded model would fail outright (or is unjudgeable)
+HARD_CONSTRAINTS = CONSTRAINT_ORDER[:8]  # calling an excluded model would fail outright (or is unjudgeable)
 
 
 class InfeasibleRoutingError(ValueError):
@@ -57,6 +58,7 @@ class Constraints(BaseModel):
     requires_tools: bool = False
     requires_structured_output: bool = False
     requires_streaming: bool = False
+    requires_vision: bool = False
     on_infeasible: Literal["raise", "relax"] = Field(
         default="raise",
         description="'relax' drops the soft limits (latency, cost ceiling, quality floor) when nothing "
@@ -98,6 +100,7 @@ def capability_masks(pool: ModelPool, constraints: Constraints) -> dict[str, np.
         ("requires_tools", "supports_tools"),
         ("requires_structured_output", "supports_structured_output"),
         ("requires_streaming", "supports_streaming"),
+        ("requires_vision", "supports_vision"),
     ):
         if getattr(constraints, setting):
             masks[setting] = np.array([getattr(m, flag) for m in pool.models])

@@ -77,6 +77,7 @@ class Router:
         self.pool = pool
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
+        self.directory: Path | None = None  # the ``routoo train`` folder it was loaded from, if any
 
     @classmethod
     def from_directory(
@@ -95,7 +96,9 @@ class Router:
         if pool_names:
             spec = pool_names if isinstance(pool_names, str) else ",".join(pool_names)
             pool = pool.subset(expand_pool(spec, pool.names))
-        return cls(pool, predictor, constraints)
+        router = cls(pool, predictor, constraints)
+        router.directory = directory
+        return router
 
     @property
     def constraints(self) -> Constraints:

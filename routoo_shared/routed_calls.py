@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, model_validator
 
 from routoo_shared import timeouts
 from routoo_shared.budget import BudgetExhaustedError, Reservation, RoutooBudget
@@ -246,6 +246,11 @@ class RoutedCalls(BaseModel):
     )
     _health: ModelHealth | None = PrivateAttr(default=None)
     _sticky_models: OrderedDict = PrivateAttr(default_factory=OrderedDict)
+
+    @model_validator(mode="after")
+    def _warm_router(self) -> "RoutedCalls":
+        self.router.warm_up()  # a model built before the event loop runs never stalls it on its first call
+        return self
 
     # ----- how the settings serialise (to_dict, to_json, model_dump)
     @field_serializer("router")

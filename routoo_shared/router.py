@@ -104,6 +104,11 @@ class Router:
     def constraints(self) -> Constraints:
         return self.selector.constraints
 
+    def warm_up(self) -> None:
+        """Load the encoder, the tokenizer and the predictor now (seconds, once a process) instead of in
+        the first routed call, where their loading holds the GIL and would stall an event loop."""
+        self.predictor.predict(["warm-up"], self.pool.names)
+
     def eligible(self, constraints: Constraints | None = None) -> list[str]:
         """Pool models that the prompt-independent limits allow (allow/deny lists, capabilities)."""
         masks = capability_masks(self.pool, constraints or self.constraints)

@@ -322,7 +322,7 @@ class RoutedCalls(BaseModel):
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
         overrides.update({k: v for k, v in requirements.items() if v})
-        timeout_s = call.pop("timeout_s", None)
+        timeout_s = call.pop("timeout_s", self.timeout_s)
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         forced = call.pop("model", None)

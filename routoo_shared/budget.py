@@ -1,11 +1,13 @@
 """A spending budget shared by several chains or agents, safe under threads and concurrent async calls.
 
-The guarantee: before a call starts it holds its worst-case cost (its prompt plus its output bound:
-the call's ``max_tokens``, else the model's ``max_output_tokens``), and a hold is granted only while
-``spent + held <= total``. Every hold is settled to the real cost or released on every exit path
-(success, error, timeout, cancellation, interrupt, abandoned stream). So spending never exceeds the
-total while models respect their output bound; a model that writes past its bound can overshoot by
-that excess only, and the budget then refuses new calls.
+The guarantee: spending exceeds ``total_usd`` by at most one call's cost, under any concurrency.
+Each call brings its expected cost and its worst case (its prompt plus its output bound: the call's
+``max_tokens``, else the model's ``max_output_tokens``). While the worst cases of every call in flight
+fit in what is left, calls run concurrently, each holding its worst case; past that point the budget
+admits one call at a time, holding its expected cost, so only that one call can run over. Every hold is
+settled to the real cost or released on every exit path (success, error, timeout, cancellation,
+interrupt, abandoned stream). A model that writes past its own ``max_output_tokens`` breaks the bound
+by its excess.
 """
 
 from __future__ import annotations
@@ -77,19 +79,27 @@ class RoutooBudget:
         with self._lock:
             return self.total_usd - self.spent_usd - self.reserved_usd
 
-    def reserve(self, model: str, held_usd: float) -> Reservation:
-        """Hold ``held_usd`` (a call's worst-case cost) or raise ``BudgetExhaustedError``."""
-        held_usd = checked_usd(held_usd, f"the hold for {model}")
+    def reserve(self, model: str, expected_usd: float, worst_usd: float | None = None) -> Reservation:
+        """Hold ``worst_usd`` while it fits beside every call in flight; else, with no call in flight,
+        hold ``expected_usd``; else raise ``BudgetExhaustedError``."""
+        expected_usd = checked_usd(expected_usd, f"the expected cost of {model}")
+        worst_usd = max(checked_usd(expected_usd if worst_usd is None else worst_usd, f"the worst-case cost of {model}"),
+                        expected_usd)
         with self._lock:
             left = self.total_usd - self.spent_usd - self.reserved_usd
-            if held_usd > left:
+            if worst_usd <= left:
+                held = worst_usd
+            elif self._open_holds == 0 and expected_usd <= left:
+                held = expected_usd  # the last call runs alone: only it can run over
+            else:
                 raise BudgetExhaustedError(
-                    f"budget exhausted: {model} may cost up to {held_usd:.6f} USD, {max(left, 0):.6f} of "
-                    f"{self.total_usd:.6f} USD left"
+                    f"budget exhausted: {model} may cost up to {worst_usd:.6f} USD (~{expected_usd:.6f} expected), "
+                    f"{max(left, 0):.6f} of {self.total_usd:.6f} USD left"
+                    + (f" and {self._open_holds} call(s) in flight" if self._open_holds else "")
                 )
-            self.reserved_usd += held_usd
+            self.reserved_usd += held
             self._open_holds += 1
-            return Reservation(model, held_usd)
+            return Reservation(model, held)
 
     def settle(self, reservation: Reservation, actual_usd: float) -> None:
         """Replace the hold by the real cost; a second settle or release of the same hold is a no-op."""

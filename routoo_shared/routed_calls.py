@@ -11,13 +11,16 @@ abandoned stream) the attempt's budget hold is settled or released, and the mode
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import inspect
 import math
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, model_validator
@@ -119,10 +122,13 @@ class RoutedCall:
         return error
 
     def timeout(self, name: str) -> float:
-        """Seconds for one attempt (or the wait for one stream chunk) on ``name``."""
-        if self.timeout_s is not None:
-            return self.timeout_s
-        return self.owner.router.pool[name].attempt_timeout(self.decision.input_tokens, self.max_tokens)
+        """Seconds for one attempt (or the wait for one stream chunk) on ``name``: the call's ``timeout_s``,
+        else the model spec's, else the integration's, else twice the spec's predicted latency (>= 10 s)."""
+        spec = self.owner.router.pool[name]
+        for seconds in (self.timeout_s, spec.timeout_s, self.owner.timeout_s):
+            if seconds is not None:
+                return seconds
+        return spec.attempt_timeout(self.decision.input_tokens, self.max_tokens)
 
     # ----- budget
     def _reserve(self, name: str) -> Reservation | None:
@@ -130,7 +136,9 @@ class RoutedCall:
         if budget is None:
             return None
         spec = self.owner.router.pool[name]
-        return budget.reserve(name, spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens)))
+        expected = spec.cost(self.decision.input_tokens, min(spec.expected_output_tokens, spec.output_bound(self.max_tokens)))
+        worst = spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens))
+        return budget.reserve(name, expected, worst)
 
     def _charge(self, usd: float | None) -> None:
         """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
@@ -149,8 +157,7 @@ class RoutedCall:
     def succeeded(self, name: str, usage: Usage | None) -> None:
         """The model answered: charge its reported usage (else the routing estimate)."""
         self.committed(name)
-        estimate = self.decision.candidate(name).estimated_cost_usd
-        self._charge(estimate if usage is None else self._cost(name, usage))
+        self.ended(name, usage)
 
     def committed(self, name: str) -> None:
         """``name`` answers this call: no fallback from here (a stream's hold settles at its end)."""
@@ -161,8 +168,10 @@ class RoutedCall:
             self.owner._remember(self.sticky_key, name)
 
     def ended(self, name: str, usage: Usage | None) -> None:
-        """A committed stream ended, broke off or was abandoned: charge what it used (else its prompt)."""
-        self._charge(self._prompt_cost(name) if usage is None else self._cost(name, usage))
+        """A committed stream ended, broke off or was abandoned: charge its reported usage (else the
+        routing estimate: many providers report no usage on streams unless asked)."""
+        estimate = self.decision.candidate(name).estimated_cost_usd
+        self._charge(estimate if usage is None else self._cost(name, usage))
 
     def _cost(self, name: str, usage: Usage) -> float:
         return self.owner.router.pool[name].cost(usage.input_tokens, usage.output_tokens)
@@ -302,27 +311,35 @@ class RoutedCalls(BaseModel):
     def routing_constraints(self, **overrides: Any) -> Constraints:
         return Constraints(**{name: getattr(self, name) for name in SETTINGS}).merged(**overrides)
 
-    def eligible_models(self, **requirements: bool) -> list[str]:
-        """Pool models this object's settings and the router's own constraints allow for a call that
-        needs ``requirements`` (capability flags such as ``requires_tools=True``)."""
-        constraints = self.router.constraints.merged(**self.routing_constraints().model_dump(), **requirements)
-        return self.router.eligible(constraints)
+    def eligible_models(self, **overrides: Any) -> list[str]:
+        """Pool models this object's settings and the router's own constraints allow for a call with
+        ``overrides`` (per-call settings and capability flags such as ``requires_tools=True``)."""
+        settings = {**self.routing_constraints().model_dump(), **overrides}
+        return self.router.eligible(self.router.constraints.merged(**settings))
 
     # ----- routing
     def route_call(
-        self, messages: Any, kwargs: dict[str, Any], max_tokens: int | None = None, **requirements: bool
+        self,
+        messages: Any,
+        kwargs: dict[str, Any],
+        max_tokens: int | None = None,
+        prefer_streaming: bool = False,
+        **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """The routed call, and the call's kwargs without the routing settings.
 
         Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``);
-        ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs.
-        ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an unknown forced
-        model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take the call.
+        ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs
+        (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable models when
+        any is eligible. ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an
+        unknown forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
         """
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
         overrides.update({k: v for k, v in requirements.items() if v})
-        timeout_s = call.pop("timeout_s", self.timeout_s)
+        if prefer_streaming and self.eligible_models(requires_streaming=True, **overrides):
+            overrides["requires_streaming"] = True
+        timeout_s = call.pop("timeout_s", None)
         if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
             raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         forced = call.pop("model", None)
@@ -341,10 +358,17 @@ class RoutedCalls(BaseModel):
         return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key), call
 
     async def aroute_call(
-        self, messages: Any, kwargs: dict[str, Any], max_tokens: int | None = None, **requirements: bool
+        self,
+        messages: Any,
+        kwargs: dict[str, Any],
+        max_tokens: int | None = None,
+        prefer_streaming: bool = False,
+        **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
-        """``route_call`` in a worker thread: the encoder and predictor never block the event loop."""
-        return await asyncio.to_thread(self.route_call, messages, kwargs, max_tokens, **requirements)
+        """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
+        concurrent calls share predictor passes (``routoo_shared.batching``)."""
+        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, **requirements)
+        return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 
     def _conversation_key(self, messages: Any) -> str | None:
         """A conversation's identity: its turns up to the first user turn (None for a single prompt)."""
@@ -444,8 +468,8 @@ class RoutedCalls(BaseModel):
                     seen.append(chunk)
                     yield name, chunk
             finally:
-                source.close()
                 call.ended(name, _safe_usage(usage_of, seen))
+                source.close()
             return
         raise call.give_up()
 
@@ -473,8 +497,9 @@ class RoutedCalls(BaseModel):
                     if has_content(chunk):
                         break
             except BaseException as error:
-                await _aclose(source)
-                if not call.failed(name, error, _safe_usage(usage_of, seen)):
+                falls_back = call.failed(name, error, _safe_usage(usage_of, seen))
+                _close_later(source)
+                if not falls_back:
                     raise
                 continue
             call.committed(name)
@@ -489,13 +514,16 @@ class RoutedCalls(BaseModel):
                     seen.append(chunk)
                     yield name, chunk
             finally:
-                await _aclose(source)
                 call.ended(name, _safe_usage(usage_of, seen))
+                _close_later(source)
             return
         raise call.give_up()
 
 
 _STICKY_LOCK = threading.Lock()
+_CLOSING: set[asyncio.Future] = set()  # streams being closed in the background (kept from the GC)
+# Enough threads that a burst of async calls reaches the predictor batcher together.
+_ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-route")
 
 
 def _empty(usage: Usage | None, message: str = "the model returned an empty answer") -> EmptyResponseError:
@@ -512,10 +540,18 @@ def _safe_usage(usage_of: Callable[[Sequence[Chunk]], Usage | None], seen: Seque
         return None
 
 
-async def _aclose(source: Any) -> None:
+def _close_later(source: Any) -> None:
+    """Close an async stream in the background: a timed-out or stuck provider stream may take as long
+    to close as it took to hang, and the caller has already moved on (its hold is settled)."""
     close = getattr(source, "aclose", None)
     if close is not None:
-        try:
-            await close()
-        except Exception:  # a broken stream may fail to close; the attempt's outcome is already decided
-            pass
+        task = asyncio.ensure_future(_quietly(close()))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+
+async def _quietly(closing: Awaitable[Any]) -> None:
+    try:
+        await closing
+    except Exception:  # a broken stream may fail to close; the attempt's outcome is already decided
+        pass

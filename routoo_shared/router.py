@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
+from routoo_shared.batching import BatchingPredictor
 from routoo_shared.budget import BudgetExhaustedError, RoutooBudget
 from routoo_shared.data import BUNDLED_DIR
 from routoo_shared.data import pool_names as expand_pool
@@ -78,6 +83,11 @@ class Router:
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
         self.directory: Path | None = None  # the ``routoo train`` folder it was loaded from, if any
+        self._predictor_digest: tuple[tuple, str] = ((), "")
+        self._batcher = BatchingPredictor(self._predict_pool)
+
+    def _predict_pool(self, texts: list[str]) -> np.ndarray:
+        return self.predictor.predict(texts, self.pool.names)
 
     @classmethod
     def from_directory(
@@ -108,6 +118,29 @@ class Router:
         """Load the encoder, the tokenizer and the predictor now (seconds, once a process) instead of in
         the first routed call, where their loading holds the GIL and would stall an event loop."""
         self.predictor.predict(["warm-up"], self.pool.names)
+
+    def with_pool(self, pool: ModelPool) -> "Router":
+        """This router over other specs of the same models (e.g. completed from the models' profiles)."""
+        if pool.names != self.pool.names:
+            raise ValueError(f"with_pool keeps the models: {self.pool.names} != {pool.names}")
+        routed = copy.copy(self)
+        routed.pool, routed.selector = pool, Selector(pool, self.constraints)
+        return routed
+
+    def fingerprint(self) -> str:
+        """A digest of what decides routes: the pool's specs, the constraints and the predictor's saved
+        weights; stable across processes, so LLM-cache keys can hold it."""
+        key = (id(self.predictor), tuple(self.predictor.models))
+        if self._predictor_digest[0] != key:
+            with tempfile.TemporaryDirectory() as folder:
+                self.predictor.save(folder)
+                saved = hashlib.sha256()
+                for name in sorted(os.listdir(folder)):
+                    saved.update(name.encode() + (Path(folder) / name).read_bytes())
+            self._predictor_digest = (key, saved.hexdigest())
+        digest = hashlib.sha256(self._predictor_digest[1].encode())
+        digest.update(self.pool.model_dump_json().encode() + self.constraints.model_dump_json().encode())
+        return digest.hexdigest()[:32]
 
     def eligible(self, constraints: Constraints | None = None) -> list[str]:
         """Pool models that the prompt-independent limits allow (allow/deny lists, capabilities)."""
@@ -164,7 +197,7 @@ class Router:
             raise ValueError("route_batch needs at least one prompt")
         texts = [routing_text(p) for p in prompts]
         tokens = np.array([prompt_tokens(p, count_tokens) for p in prompts])
-        return texts, tokens, self.predictor.predict(texts, self.pool.names)
+        return texts, tokens, self._batcher(texts)
 
     def _decisions(self, quality: np.ndarray, tokens: np.ndarray, selection: Selection) -> list[RoutingDecision]:
         cost = self.pool.cost_matrix(tokens)

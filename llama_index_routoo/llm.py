@@ -100,7 +100,7 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     llms: dict[str, SerializeAsAny[LLM]]
 
     @model_validator(mode="after")
-    def _check_pool(self) -> "RoutooLLM":
+    def _check_settings(self) -> "RoutooLLM":
         self.check_pool(set(self.llms))
         own = sorted(name for name, default in POOL_LLM_SETTINGS.items() if getattr(self, name) != default)
         if own:

@@ -10,7 +10,10 @@ import pickle
 import time
 from typing import Any
 
+import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from llama_index.core import Document, VectorStoreIndex
 from llama_index.core.agent.workflow import FunctionAgent, ReActAgent
 from llama_index.core.base.llms.types import ChatMessage, CompletionResponse, ImageBlock, LLMMetadata
@@ -33,9 +36,9 @@ from routoo_shared.fallback import AllModelsFailedError
 from routoo_shared.router import Router
 from routoo_shared.selector import Constraints
 from tests.conftest import TRIO, trio_router
-from tests.openai_endpoint import OpenAIEndpoint
+from tests.fake_openai import FakeOpenAI
 
-TOOL_ARGS = {"add": {"a": 2, "b": 3}, "multiply": {"a": 2, "b": 3}}
+REPLY = "Paris is the capital of France."
 
 
 def add(a: int, b: int) -> int:
@@ -53,7 +56,17 @@ class Person(BaseModel):
     age: int
 
 
-def openai_routoo(capable=TRIO, window: int | None = None, **settings) -> tuple[RoutooLLM, dict[str, OpenAIEndpoint]]:
+def openai_llm(endpoint: FakeOpenAI) -> OpenAI:
+    """LlamaIndex's OpenAI class on the in-process endpoint, asking for usage on streams too."""
+    return OpenAI(
+        model="gpt-4o-mini", api_key="sk-test", max_retries=0,
+        additional_kwargs={"stream_options": {"include_usage": True}},
+        http_client=httpx.Client(transport=endpoint.transport()),
+        async_http_client=httpx.AsyncClient(transport=endpoint.transport()),
+    )
+
+
+def openai_routoo(capable=TRIO, window: int | None = None, **settings) -> tuple[RoutooLLM, dict[str, FakeOpenAI]]:
     """RoutooLLM over three real OpenAI LLM objects, each served by its own endpoint; ``capable`` models
     support tools and structured output; ``window`` narrows every spec's context window."""
     router = trio_router()
@@ -61,14 +74,8 @@ def openai_routoo(capable=TRIO, window: int | None = None, **settings) -> tuple[
         spec.supports_tools = spec.supports_structured_output = spec.name in capable
         if window is not None:
             spec.context_window = window
-    endpoints = {name: OpenAIEndpoint(tool_args=TOOL_ARGS, structured={"name": "Ada", "age": 36}) for name in TRIO}
-    llms = {
-        name: OpenAI(
-            model="gpt-4o-mini", api_key="sk-test", max_retries=0,
-            additional_kwargs={"stream_options": {"include_usage": True}}, **endpoint.clients(),
-        )
-        for name, endpoint in endpoints.items()
-    }
+    endpoints = {name: FakeOpenAI(tool_args={"a": 2, "b": 3}, structured={"name": "Ada", "age": 36}) for name in TRIO}
+    llms = {name: openai_llm(endpoint) for name, endpoint in endpoints.items()}
     return RoutooLLM(llms=llms, router=router, **settings), endpoints
 
 
@@ -109,7 +116,7 @@ async def test_every_call_kind_and_chunk_names_the_answering_llm_and_settles_its
     for response in responses + [chunk for stream in streams for chunk in stream]:
         name = response.additional_kwargs["model_name"]
         assert name in TRIO and response.additional_kwargs["routoo"]["answered_by"] == name
-    assert all(len(stream) > 3 for stream in streams) and streams[0][-1].message.content == "Hello from the endpoint."
+    assert all(len(stream) > 3 for stream in streams) and streams[0][-1].message.content == REPLY
     answered = [r.additional_kwargs["model_name"] for r in responses] + [s[0].additional_kwargs["model_name"] for s in streams]
     assert budget.spent_usd == pytest.approx(sum(cost(routoo.router, name, (11, 7)) for name in answered))
     assert budget.reserved_usd == 0 and budget.calls == 8
@@ -124,7 +131,8 @@ def test_tool_options_reach_the_chosen_llm_and_its_own_validation_applies():
     assert request["tool_choice"] == {"type": "function", "function": {"name": "multiply"}}
     assert request["parallel_tool_calls"] is False and all(t["function"]["strict"] for t in request["tools"])
     assert [c.tool_name for c in routoo.get_tool_calls_from_response(response)] == ["multiply"]
-    # the endpoint calls both tools; OpenAI's own validation keeps one unless parallel calls are allowed
+    for endpoint in endpoints.values():
+        endpoint.parallel = True  # it calls both tools; OpenAI's own validation keeps one unless parallel calls are allowed
     assert routoo.predict_and_call(tools, user_msg="2+3 and 2*3?").response == "5"
     assert routoo.predict_and_call(tools, user_msg="2+3 and 2*3?", allow_parallel_tool_calls=True).response == "5\n\n6"
     chunks = list(routoo.stream_chat_with_tools(tools, user_msg="What is 2 + 3?"))
@@ -142,9 +150,11 @@ def test_tool_calls_go_only_to_tool_capable_llms():
 
 @pytest.mark.parametrize("streaming", [True, False])
 async def test_function_agent_calls_a_tool_through_routoo(streaming):
-    routoo, _ = openai_routoo()
+    routoo, endpoints = openai_routoo()
     agent = FunctionAgent(tools=[add], llm=routoo, streaming=streaming, initial_tool_choice="add")
-    assert str(await agent.run("What is 2 + 3?")) == "The tool returned 5."
+    assert str(await agent.run("What is 2 + 3?")) == REPLY
+    last = [e.requests[-1] for e in endpoints.values() if e.requests][-1]["messages"][-1]
+    assert (last["role"], last["content"]) == ("tool", "5")  # the tool ran and its result went back
 
 
 async def test_react_agent_reasons_through_routoo():
@@ -182,8 +192,8 @@ def test_condense_plus_context_chat_engine():
     documents = [Document(text="The Eiffel Tower was finished in 1889."), Document(text="Routoo routes prompts.")]
     index = VectorStoreIndex.from_documents(documents, embed_model=MiniLMEmbedding())
     engine = index.as_chat_engine(chat_mode="condense_plus_context", llm=routoo)
-    assert str(engine.chat("When was the Eiffel Tower finished?")) == "Hello from the endpoint."
-    assert "".join(engine.stream_chat("And where is it?").response_gen) == "Hello from the endpoint."
+    assert str(engine.chat("When was the Eiffel Tower finished?")) == REPLY
+    assert "".join(engine.stream_chat("And where is it?").response_gen) == REPLY
     bodies = [json.dumps(r) for e in endpoints.values() for r in e.requests]
     assert any("1889" in body for body in bodies)  # the retrieved context reached the routed LLM
 
@@ -195,7 +205,7 @@ def test_tree_summarize_packs_prompts_every_eligible_llm_can_take():
     assert routoo.metadata.context_window == 1024  # the specs narrow OpenAI's own 128k window
     chunks = [f"Paragraph {i}. " + "The quick brown fox jumps over the lazy dog. " * 30 for i in range(6)]
     answer = get_response_synthesizer(llm=routoo, response_mode="tree_summarize").get_response("Summarise", chunks)
-    assert answer == "Hello from the endpoint."
+    assert answer == REPLY
     assert sum(len(e.requests) for e in endpoints.values()) > 1  # packed into several prompts
 
 
@@ -303,43 +313,67 @@ def test_ingestion_pipeline_with_two_worker_processes():
 
 
 # ----- Routoo's own logic, with scripted LLMs
-class ScriptedLLM(CustomLLM):
-    """A stand-in provider: a fixed reply with usage, or ``error``, after ``delay_s`` (a hang when long)."""
+OUTCOMES = ("answer", "fail", "hang", "interrupt", "type_error")
 
+
+class ScriptedLLM(CustomLLM):
+    """A stand-in provider that does what ``plan`` says on each call (cycling): answers with usage,
+    fails (``fail``, ``rate_limited``), hangs, is interrupted, or rejects a misspelt keyword."""
+
+    plan: list[str] = ["answer"]
     reply: str = "scripted answer"
-    error: Any = None
-    delay_s: float = 0.0
     calls: int = 0
 
     @property
     def metadata(self) -> LLMMetadata:
         return LLMMetadata(context_window=4096, num_output=64)
 
-    def _answer(self) -> CompletionResponse:
+    def _outcome(self) -> str:
+        outcome = self.plan[self.calls % len(self.plan)]
         self.calls += 1
-        if self.error is not None:
-            raise self.error
+        return outcome
+
+    def _answer(self, outcome: str) -> CompletionResponse:
+        if outcome == "fail":
+            raise ConnectionError("provider down")
+        if outcome == "rate_limited":
+            raise RateLimited("rate limited")
+        if outcome == "type_error":
+            raise TypeError("unexpected keyword argument 'temprature'")
+        if outcome == "interrupt":
+            raise KeyboardInterrupt
         return CompletionResponse(text=self.reply, raw={"usage": {"prompt_tokens": 10, "completion_tokens": 20}})
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        time.sleep(self.delay_s)
-        return self._answer()
+        outcome = self._outcome()
+        if outcome == "hang":
+            time.sleep(5)
+        return self._answer(outcome)
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        await asyncio.sleep(self.delay_s)
-        return self._answer()
+        outcome = self._outcome()
+        if outcome == "hang":
+            await asyncio.sleep(5)
+        return self._answer(outcome)
 
     @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any):
-        answer = self._answer()
-        for i, word in enumerate(answer.text.split()):
-            yield CompletionResponse(text=" ".join(answer.text.split()[: i + 1]), delta=word)
+        answer = self.complete(prompt)
+        words = answer.text.split()
+        for i, word in enumerate(words):
+            yield CompletionResponse(text=" ".join(words[: i + 1]), delta=word)
 
 
-def scripted_routoo(**settings) -> RoutooLLM:
-    return RoutooLLM(llms={name: ScriptedLLM(reply=f"answer from {name}") for name in TRIO}, router=trio_router(), **settings)
+class RateLimited(RuntimeError):
+    status_code = 429
+
+
+def scripted_routoo(plans: dict[str, list[str]] | None = None, **settings) -> RoutooLLM:
+    plans = plans or {}
+    llms = {name: ScriptedLLM(plan=plans.get(name, ["answer"]), reply=f"answer from {name}") for name in TRIO}
+    return RoutooLLM(llms=llms, router=trio_router(), **settings)
 
 
 async def test_budget_holds_are_settled_on_every_exit_path():
@@ -358,10 +392,10 @@ async def test_budget_holds_are_settled_on_every_exit_path():
     stream = await routoo.astream_complete("hello")
     await anext(stream)
     await stream.aclose()
-    routoo.llms[first].error = KeyboardInterrupt()
+    routoo.llms[first].plan = ["interrupt"]
     with pytest.raises(KeyboardInterrupt):
         routoo.complete("hello")
-    routoo.llms[first].error, routoo.llms[first].delay_s = None, 5.0
+    routoo.llms[first].plan = ["hang"]
     task = asyncio.create_task(routoo.acomplete("hello"))
     await asyncio.sleep(0.3)
     task.cancel()
@@ -371,40 +405,69 @@ async def test_budget_holds_are_settled_on_every_exit_path():
     attempt = answered.additional_kwargs["routoo"]["attempts"][0]
     assert (attempt["model"], attempt["kind"]) == (first, "timeout")
     for llm in routoo.llms.values():
-        llm.error, llm.delay_s = ConnectionError("down"), 0.0
+        llm.plan = ["fail"]
     with pytest.raises(AllModelsFailedError):
         routoo.complete("hello")
     assert budget.reserved_usd == 0 and budget.spent_usd <= budget.total_usd
 
 
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.sampled_from(OUTCOMES + ("abandon", "unstarted")), min_size=1, max_size=6), st.booleans())
+def test_any_mix_of_exit_paths_leaves_no_hold(steps, asynchronous):
+    budget = RoutooBudget(total_usd=1.0)
+    # asynchronously an interrupt arrives as a cancellation: the step hangs and its caller gives up
+    plan = [("hang" if asynchronous and step == "interrupt" else step) for step in steps if step in OUTCOMES] or ["answer"]
+    routoo = scripted_routoo({name: plan for name in TRIO}, budget=budget, timeout_s=0.05, max_fallbacks=1)
+
+    async def call_async(step: str) -> None:
+        if step == "abandon":
+            stream = await routoo.astream_complete("hello")
+            await anext(stream, None)
+            await stream.aclose()
+        elif step == "unstarted":
+            await routoo.astream_complete("hello")
+        else:
+            await asyncio.wait_for(routoo.acomplete("hello"), 0.04 if step == "interrupt" else 1.0)
+
+    def call_sync(step: str) -> None:
+        if step == "abandon":
+            stream = routoo.stream_complete("hello")
+            next(stream, None)
+            stream.close()
+        elif step == "unstarted":
+            routoo.stream_complete("hello")
+        else:
+            routoo.complete("hello")
+
+    for step in steps:
+        try:
+            asyncio.run(call_async(step)) if asynchronous else call_sync(step)
+        except (Exception, KeyboardInterrupt, asyncio.CancelledError):
+            pass
+    assert budget.reserved_usd == 0 and budget.remaining_usd == pytest.approx(1.0 - budget.spent_usd)
+
+
 def test_fallback_on_provider_errors_only_with_every_exception_kept():
     routoo = scripted_routoo(allowed_fails=1, cooldown_s=60)
     order = [routoo.router.route("hello").model] + routoo.router.route("hello").fallbacks
-    routoo.llms[order[0]].error = ConnectionError("connection reset")
-    rate_limited = RuntimeError("rate limited")
-    rate_limited.status_code = 429
-    routoo.llms[order[1]].error = rate_limited
+    routoo.llms[order[0]].plan, routoo.llms[order[1]].plan = ["fail"], ["rate_limited"]
     response = routoo.complete("hello")
     assert response.text == f"answer from {order[2]}"
     assert [a["kind"] for a in response.additional_kwargs["routoo"]["attempts"]] == ["provider", "rate_limit", None]
-    calls = {name: llm.calls for name, llm in routoo.llms.items()}
     assert routoo.complete("hello").text == f"answer from {order[2]}"  # the failed ones are cooling down
-    assert all(routoo.llms[name].calls == calls[name] for name in order[:2])
-    routoo.llms[order[2]].error = TypeError("unexpected keyword argument 'temprature'")
+    assert [routoo.llms[name].calls for name in order] == [1, 1, 2]
+    routoo.llms[order[2]].plan = ["type_error"]
     with pytest.raises(TypeError, match="temprature"):  # a programming error fails at once
         routoo.complete("hello")
-    for llm in routoo.llms.values():
-        llm.error = ConnectionError("down")
+    failing = scripted_routoo({name: ["fail"] for name in TRIO})
     with pytest.raises(AllModelsFailedError) as failure:
-        RoutooLLM(llms=routoo.llms, router=routoo.router).complete("hello")  # fresh health: no cooldowns
+        failing.complete("hello")
     assert [type(e) for e in failure.value.errors] == [ConnectionError] * 3
     assert isinstance(failure.value.__cause__, ConnectionError)
 
 
 async def test_async_routing_keeps_the_event_loop_free():
     routoo = scripted_routoo()
-    for llm in routoo.llms.values():
-        llm.delay_s = 0.2
     await routoo.acomplete("warm-up")
     gaps, done = [0.0], False
 
@@ -469,7 +532,7 @@ def test_query_engine_over_local_documents(local_routoo):
 def test_fallback_after_a_raising_llm_reaches_a_real_model(local_router_fixture):
     decision = local_router_fixture.route("What is the capital of France?")
     llms = {name: LocalGGUFLLM(model=name, max_tokens=8) for name in local_router_fixture.pool.names}
-    llms[decision.model] = ScriptedLLM(error=ConnectionError("rate limited (429)"))
+    llms[decision.model] = ScriptedLLM(plan=["rate_limited"])
     routoo = RoutooLLM(llms=llms, router=local_router_fixture, timeout_s=LOCAL_TIMEOUT_S)
     response = routoo.complete("What is the capital of France?")
     attempts = response.additional_kwargs["routoo"]["attempts"]

@@ -123,6 +123,18 @@ async def test_every_call_kind_and_chunk_names_the_answering_llm_and_settles_its
     assert [e.record["answered_by"] for e in events.of(RoutedCallEvent)] == answered[:4] + answered[4:]
 
 
+async def test_prompt_template_calls_run_on_the_chosen_llm_and_settle_its_usage():
+    budget = RoutooBudget(total_usd=1.0)
+    routoo, _ = openai_routoo(budget=budget)
+    prompt = PromptTemplate("Name the capital of {country}.")
+    assert routoo.predict(prompt, country="France") == REPLY
+    assert await routoo.apredict(prompt, country="France") == REPLY
+    assert "".join(routoo.stream(prompt, country="France")) == REPLY
+    assert "".join([d async for d in await routoo.astream(prompt, country="France")]) == REPLY
+    name = routoo.router.route(prompt.format_messages(country="France")).model
+    assert budget.spent_usd == pytest.approx(4 * cost(routoo.router, name, (11, 7))) and budget.reserved_usd == 0
+
+
 def test_tool_options_reach_the_chosen_llm_and_its_own_validation_applies():
     routoo, endpoints = openai_routoo()
     tools = [FunctionTool.from_defaults(add), FunctionTool.from_defaults(multiply)]

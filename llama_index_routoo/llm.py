@@ -54,6 +54,7 @@ from llama_index.core.types import PydanticProgramMode
 from pydantic import ConfigDict, model_validator
 
 from routoo_shared.messages import has_image
+from routoo_shared.pool import ModelPool
 from routoo_shared.routed_calls import RoutedCall, RoutedCalls, Usage
 from routoo_shared.tokens import count_tokens
 
@@ -105,6 +106,9 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         own = sorted(name for name, default in POOL_LLM_SETTINGS.items() if getattr(self, name) != default)
         if own:
             raise ValueError(f"set {own} on the pool LLMs: each one formats its own prompts and limits its own rate")
+        pool = pool_from_metadata(self.router.pool, self.llms)
+        if pool is not self.router.pool:
+            self.router = self.router.with_pool(pool)
         if "callback_manager" in self.model_fields_set:
             self._share_callbacks()
         return self
@@ -139,18 +143,18 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     # ----- what LlamaIndex reads to size prompts and pick code paths
     @property
     def metadata(self) -> LLMMetadata:
-        """What every eligible pool LLM can take: the smallest context window (a spec may narrow an
-        LLM's own window, never widen it) and the smallest known ``num_output`` (-1 when none is known);
-        a chat model when every eligible LLM is one (else LlamaIndex sends prompts through ``complete``,
-        which each LLM formats its own way); function calling when an eligible LLM supports tools."""
+        """What every eligible pool LLM can take: the smallest context window (of the specs, which
+        ``pool_from_metadata`` narrowed to each LLM's own) and the smallest known ``num_output`` (-1 when
+        none is known); a chat model when every eligible LLM is one (else LlamaIndex sends prompts
+        through ``complete``, which each LLM formats its own way); function calling when an eligible LLM
+        supports tools."""
         names = self.eligible_models()
         if not names:
             raise ValueError("no pool LLM is eligible under the router's and RoutooLLM's allowed/denied models")
         specs = [self.router.pool[name] for name in names]
         own = [self.llms[name].metadata for name in names]
-        windows = [min(s.context_window, m.context_window) if m.context_window > 0 else s.context_window for s, m in zip(specs, own)]
         return LLMMetadata(
-            context_window=min(windows),
+            context_window=min(spec.context_window for spec in specs),
             num_output=min((m.num_output for m in own if m.num_output > 0), default=-1),
             is_chat_model=all(m.is_chat_model for m in own),
             is_function_calling_model=any(s.supports_tools and m.is_function_calling_model for s, m in zip(specs, own)),
@@ -434,6 +438,22 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
                 yield partial
 
         return partials()
+
+
+def pool_from_metadata(pool: ModelPool, llms: dict[str, LLM]) -> ModelPool:
+    """The pool with each spec's context window narrowed to its LLM's own (a spec may narrow it, never
+    widen it), and tool calling, where the spec leaves it unset, from the LLM's metadata; the same pool
+    when nothing changes. The router then never sends a prompt to an LLM that cannot take it."""
+    specs = []
+    for spec in pool.models:
+        own = llms[spec.name].metadata
+        update: dict[str, Any] = {}
+        if 0 < own.context_window < spec.context_window:
+            update["context_window"] = own.context_window
+        if "supports_tools" not in spec.model_fields_set and own.is_function_calling_model != spec.supports_tools:
+            update["supports_tools"] = own.is_function_calling_model
+        specs.append(spec.model_copy(update=update) if update else spec)
+    return pool if all(a is b for a, b in zip(specs, pool.models)) else ModelPool(models=specs)
 
 
 # ----- responses: who answered, what it used, whether it said anything

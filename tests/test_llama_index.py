@@ -262,8 +262,9 @@ def test_metadata_is_what_every_eligible_llm_can_take():
     router = trio_router()
     router.pool[TRIO[0]].context_window = 512  # a spec narrows its LLM's window
     llms = {TRIO[0]: WindowLLM(window=4096), TRIO[1]: WindowLLM(window=2000, out=300), TRIO[2]: WindowLLM(window=100_000, out=200)}
-    metadata = RoutooLLM(llms=llms, router=router).metadata
-    assert (metadata.context_window, metadata.num_output, metadata.is_chat_model) == (512, 200, False)
+    routoo = RoutooLLM(llms=llms, router=router)
+    assert (routoo.metadata.context_window, routoo.metadata.num_output, routoo.metadata.is_chat_model) == (512, 200, False)
+    assert [spec.context_window for spec in routoo.router.pool.models] == [512, 2000, 8192]  # routing honours them too
     assert RoutooLLM(llms=llms, router=router, denied_models=[TRIO[0]]).metadata.context_window == 2000
     router.pool[TRIO[2]].context_window = 10**6  # a spec never widens its LLM's window
     restricted = Router(router.pool, router.predictor, Constraints(allowed_models=[TRIO[2]]))
@@ -292,6 +293,7 @@ def test_capability_flags_choose_the_llm():
     image = [ChatMessage(role="user", blocks=[ImageBlock(image=b"\x89PNG\r\n\x1a\n" + b"\0" * 32, image_mimetype="image/png")])]
     assert routoo.chat(image).additional_kwargs["model_name"] in TRIO  # an undeclared pool routes images on empty text
     router.pool[TRIO[0]].supports_vision = True  # once the pool declares vision, images go only there
+    routoo = RoutooLLM(llms=routoo.llms, router=router)
     assert routoo.chat(image).additional_kwargs["model_name"] == TRIO[0]
 
 

@@ -53,6 +53,10 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
+FAILURE_WORDS = {
+    "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
+    "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
+}
 STICKY_CONVERSATIONS = 4096  # conversations remembered for sticky routing (least recently used dropped)
 
 
@@ -157,11 +161,12 @@ class RoutedCall:
     def succeeded(self, name: str, usage: Usage | None) -> None:
         """The model answered: charge its reported usage (else the routing estimate)."""
         self.committed(name)
+        self.owner.health.succeeded(name)
         self.ended(name, usage)
 
     def committed(self, name: str) -> None:
-        """``name`` answers this call: no fallback from here (a stream's hold settles at its end)."""
-        self.owner.health.succeeded(name)
+        """``name`` answers this call: no fallback from here (a stream's hold settles at its end, and its
+        health counts once the stream has ended well or broken)."""
         self.attempts.append(Attempt(model=name))
         self.answered_by = name
         if self.sticky_key is not None:
@@ -172,6 +177,11 @@ class RoutedCall:
         routing estimate: many providers report no usage on streams unless asked)."""
         estimate = self.decision.candidate(name).estimated_cost_usd
         self._charge(estimate if usage is None else self._cost(name, usage))
+
+    def broke(self, name: str, error: BaseException) -> None:
+        """A committed stream failed midway: too late to fall back, but the model's health counts it."""
+        if self.owner.falls_back(error):
+            self.owner.health.failed(name, error)
 
     def _cost(self, name: str, usage: Usage) -> float:
         return self.owner.router.pool[name].cost(usage.input_tokens, usage.output_tokens)
@@ -200,15 +210,14 @@ class RoutedCall:
 
     # ----- what the response says
     def reason(self) -> str:
-        """Why ``answered_by`` answered, in one line."""
+        """Why ``answered_by`` answered, in one line: the decision, and what happened to the models before it."""
         model = self.answered_by or self.decision.model
-        line = self.decision.explain(model)
-        before = [a for a in self.attempts if a.model != model and a.error]
-        cooling = [m for m in self.cooling if m != model and m not in {a.model for a in self.attempts}]
-        notes = [f"{a.model} {a.kind or 'failed'}" for a in before] + [f"{m} cooling down" for m in cooling]
+        before = [f"{a.model} {FAILURE_WORDS[a.kind or 'provider']}" for a in self.attempts if a.model != model and a.error]
+        before += [f"{m} cooling down" for m in self.cooling if m != model and m not in {a.model for a in self.attempts}]
+        notes = ["next best" if model != self.decision.model else self.decision.why] + before
         if self.decision.sticky:
             notes.append("kept for this conversation (sticky)")
-        return line + (f"; {', '.join(notes)}" if notes else "")
+        return self.decision.explain(model, "; ".join(notes))
 
     def record(self) -> dict[str, Any]:
         """The JSON-ready record both integrations attach to responses under ``routoo``."""
@@ -467,6 +476,10 @@ class RoutedCalls(BaseModel):
                 for chunk in source:
                     seen.append(chunk)
                     yield name, chunk
+                self.health.succeeded(name)
+            except BaseException as error:
+                call.broke(name, error)
+                raise
             finally:
                 call.ended(name, _safe_usage(usage_of, seen))
                 source.close()
@@ -513,6 +526,10 @@ class RoutedCalls(BaseModel):
                         break
                     seen.append(chunk)
                     yield name, chunk
+                self.health.succeeded(name)
+            except BaseException as error:
+                call.broke(name, error)
+                raise
             finally:
                 call.ended(name, _safe_usage(usage_of, seen))
                 _close_later(source)

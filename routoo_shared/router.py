@@ -59,14 +59,16 @@ class RoutingDecision(BaseModel):
     def candidate(self, model: str) -> Candidate:
         return next(c for c in self.candidates if c.model == model)
 
-    def explain(self, answered_by: str | None = None) -> str:
-        """One line: the model, its predicted quality and cost, and why it (or a fallback) answered."""
+    @property
+    def why(self) -> str:
+        """Why the router chose ``model``: the setting that bound the choice, or best predicted quality."""
+        return f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+
+    def explain(self, answered_by: str | None = None, why: str | None = None) -> str:
+        """One line: the model, its predicted quality and cost, and why it answered (``why`` given by
+        the caller that tried the candidates; by default the binding constraint or best quality)."""
         model = answered_by or self.model
-        if model != self.model:
-            skipped = self.fallbacks.index(model) if model in self.fallbacks else 0
-            why = f"fallback: {', '.join([self.model] + self.fallbacks[:skipped])} failed"
-        else:
-            why = f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+        why = why or self.why
         candidate = self.candidate(model)
         return (
             f"{model}: predicted quality {candidate.predicted_quality:.2f}, "

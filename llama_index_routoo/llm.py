@@ -324,13 +324,16 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         def opened(name: str) -> Iterator[_Captured]:
             ends: list[BaseEvent] = []
             source = open_stream(self.llms[name])
-            while True:
-                with _capturing(ends):
-                    try:
-                        item = next(source)
-                    except StopIteration:
-                        return
-                yield _Captured(item, ends)
+            try:
+                while True:
+                    with _capturing(ends):
+                        try:
+                            item = next(source)
+                        except StopIteration:
+                            return
+                    yield _Captured(item, ends)
+            finally:  # abandoned or cut off: the LLM's own stream ends too
+                getattr(source, "close", lambda: None)()
 
         record = None
         for _, captured in self.stream_routed(call, opened, _captured_stream_usage, _Captured.has_value):
@@ -344,13 +347,16 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
             ends: list[BaseEvent] = []
             with _capturing(ends):
                 source = await open_stream(self.llms[name])
-            while True:
-                with _capturing(ends):
-                    try:
-                        item = await anext(source)
-                    except StopAsyncIteration:
-                        return
-                yield _Captured(item, ends)
+            try:
+                while True:
+                    with _capturing(ends):
+                        try:
+                            item = await anext(source)
+                        except StopAsyncIteration:
+                            return
+                    yield _Captured(item, ends)
+            finally:
+                await source.aclose()
 
         record = None
         async for _, captured in self.astream_routed(call, opened, _captured_stream_usage, _Captured.has_value):

@@ -197,6 +197,10 @@ async def test_structured_prediction_uses_the_chosen_llms_own_structured_output(
     assert {e.record["answered_by"] for e in events.of(RoutedCallEvent)} == {TRIO[1]}
     assert len(endpoints[TRIO[1]].requests) == 6 and not endpoints[TRIO[0]].requests
     assert budget.spent_usd == pytest.approx(6 * cost(routoo.router, TRIO[1], (11, 7))) and budget.reserved_usd == 0
+    partials = routoo.stream_structured_predict(Person, prompt, text="Ada is 36")
+    next(partials)
+    partials.close()  # abandoned: the hold settles at once
+    assert budget.reserved_usd == 0 and budget.calls == 7
 
 
 def test_condense_plus_context_chat_engine():

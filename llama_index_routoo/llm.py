@@ -162,11 +162,8 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         )
 
     def _needs(self, payload: Any, **needs: bool) -> dict[str, bool]:
-        """Capability flags for a call: the given ones, and vision for images when the pool declares any
-        vision-capable LLM (a pool that declares none, like the bundled specs, cannot tell)."""
-        if has_image(payload) and any(spec.supports_vision for spec in self.router.pool.models):
-            needs["requires_vision"] = True
-        return {name: True for name, value in needs.items() if value}
+        """Capability flags for a call: the given ones, and vision for images."""
+        return {name: True for name, value in {**needs, "requires_vision": has_image(payload)}.items() if value}
 
     # ----- message calls
     def _message_call(

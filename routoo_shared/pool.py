@@ -134,7 +134,9 @@ class ModelSpec(BaseModel):
     supports_tools: bool = False
     supports_structured_output: bool = False
     supports_streaming: bool = True
-    supports_vision: bool = False
+    supports_vision: bool | None = Field(
+        default=None, description="reads images; None: not declared, so image inputs may still go to it"
+    )
     price_tiers: list[PriceTier] = Field(
         default_factory=list, description="long-context prices, by prompt size (from genai-prices for provider models)"
     )

@@ -136,7 +136,7 @@ class Router:
     def warm_up(self) -> None:
         """Load the encoder, the tokenizer and the predictor now (seconds, once a process) instead of in
         the first routed call, where their loading holds the GIL and would stall an event loop."""
-        self.predictor.predict(["warm-up"], self.pool.names)
+        self._predict_pool(["warm-up"])  # the pool's columns, priors included
 
     def with_pool(self, pool: ModelPool) -> "Router":
         """This router over other specs of the same models (e.g. completed from the models' profiles)."""

@@ -268,7 +268,7 @@ def test_metadata_is_what_every_eligible_llm_can_take():
     llms = {TRIO[0]: WindowLLM(window=4096), TRIO[1]: WindowLLM(window=2000, out=300), TRIO[2]: WindowLLM(window=100_000, out=200)}
     routoo = RoutooLLM(llms=llms, router=router)
     assert (routoo.metadata.context_window, routoo.metadata.num_output, routoo.metadata.is_chat_model) == (512, 200, False)
-    assert [spec.context_window for spec in routoo.router.pool.models] == [512, 2000, 8192]  # routing honours them too
+    assert [spec.context_window for spec in routoo.router.pool.models] == [512, 2000, 100_000]  # routing honours them too
     assert RoutooLLM(llms=llms, router=router, denied_models=[TRIO[0]]).metadata.context_window == 2000
     router.pool[TRIO[2]].context_window = 10**6  # a spec never widens its LLM's window
     restricted = Router(router.pool, router.predictor, Constraints(allowed_models=[TRIO[2]]))

@@ -2,28 +2,33 @@
 
 The labels ship with the package, so the demo pool's predictor learns these two models with
 ``Predictor.add_model`` (a few hundred labelled prompts each) without running them again.
+Labelling goes through ``routoo_shared.labeling`` (answer letter matched against the reference).
+
+    python scripts/label_local_models.py [--questions 240] [--out PATH]
 """
 
+import argparse
 import json
-import re
+from pathlib import Path
 
+from langchain_routoo.local import LocalChatModel
 from routoo_shared.data import BUNDLED_DIR, bundled, load_questions
-from routoo_shared.local_llm import LOCAL_MODELS, LocalLLM
-
-QUESTIONS = 240
+from routoo_shared.labeling import Labeler, Match
+from routoo_shared.local_llm import local_pool
 
 if __name__ == "__main__":
-    rows = {q.id: q for q in load_questions(bundled("mmlu_routellm"), split="train")}
-    raw = [json.loads(line) for line in __import__("gzip").open(bundled("mmlu_routellm"), "rt")]
-    answers = {r["id"]: r["answer"] for r in raw if r["answer"]}
-    picked = [rows[i] for i in sorted(rows) if i in answers][:: len(rows) // QUESTIONS][:QUESTIONS]
-    labels = {}
-    for name in LOCAL_MODELS:
-        llm = LocalLLM(name, max_new_tokens=4)
-        labels[name] = {}
-        for question in picked:
-            reply = llm.generate([{"role": "user", "content": question.prompt}])
-            letter = re.search(r"\b([ABCD])\b", reply)
-            labels[name][question.id] = int(bool(letter) and letter.group(1) == answers[question.id])
-        print(name, sum(labels[name].values()), "/", len(picked), "correct")
-    (BUNDLED_DIR / "local_llm_labels.json").write_text(json.dumps(labels, indent=0))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=240)
+    parser.add_argument("--out", type=Path, default=BUNDLED_DIR / "local_llm_labels.json")
+    args = parser.parse_args()
+    train = load_questions(bundled("mmlu_routellm"), split="train")
+    answered = sorted((q for q in train if q.answer), key=lambda q: q.id)
+    step = len(train) // args.questions  # every step-th answered question, as the shipped labels were picked
+    picked = [q.model_copy(update={"results": {}}) for q in answered[::step][: args.questions]]
+    pool = local_pool()
+    models = {name: LocalChatModel(model=name, max_tokens=4) for name in pool.names}
+    report = Labeler(pool, Match(pattern=r"\b([ABCD])\b", ignore_case=False), models=models, max_concurrency=2).label(picked)
+    labels = {name: {q.id: int(q.results[name].score) for q in report.questions if name in q.results} for name in pool.names}
+    for name, scores in labels.items():
+        print(name, sum(scores.values()), "/", len(scores), "correct")
+    args.out.write_text(json.dumps(labels, indent=0))

@@ -14,6 +14,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from routoo_shared.baselines import baseline_quality, fit_baseline, knn_quality, tune_knn
+from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve
 from routoo_shared.data import Outcomes, Question
 from routoo_shared.metrics import per_model_report
 from routoo_shared.pool import ModelPool
@@ -137,7 +138,7 @@ class Evaluation:
         dev_prompts = [q.prompt for q in self.dev]
         test_prompts = [q.prompt for q in self.test]
         train_y, dev_y = self._matrix(self.train), self._matrix(self.dev)
-        predictor = self.predictor or Predictor.train(
+        predictor = self.predictor = self.predictor or Predictor.train(
             train_prompts, train_y, names, dev_prompts, dev_y, self.train_config
         )
         encoder = predictor.encoder
@@ -222,6 +223,9 @@ class Evaluation:
                 curves[name] = self.threshold_curve(1 - matrix[:, weak], weak, strong)
             else:
                 curves[name] = self.budget_curve(matrix)
+        cascade = cascade_curve(self, self.predictor)  # None where no answer lengths were recorded
+        if cascade is not None:
+            curves[CASCADE_ROUTER] = cascade
         curves["random"] = self.random_curve(cheap, best)
         curves["best_single"] = self.single_curve(self._train_accuracy)
 

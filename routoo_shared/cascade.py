@@ -28,17 +28,15 @@ log-likelihood ratio of the surprise, and its weight against the predictor's pro
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field, field_validator, model_validator
 
 from routoo_shared.data import BUNDLED_DIR, Question
+from routoo_shared.evaluation import Evaluation, Point
 from routoo_shared.metrics import auc
 from routoo_shared.tokens import count_tokens
-
-if TYPE_CHECKING:
-    from routoo_shared.evaluation import Evaluation, Point
 
 Signal = Literal["output_tokens", "mean_logprob", "confidence", "verifier_score"]
 BUNDLED_POLICY = BUNDLED_DIR / "predictors" / "mmlu_pro" / "cascade.json"
@@ -495,17 +493,24 @@ def recorded_lengths(questions: list[Question], models: list[str]) -> tuple[np.n
     return tokens, correct
 
 
-def cascade_curve(evaluation: "Evaluation", predictor, **settings) -> list[tuple["Point", np.ndarray]] | None:
-    """Routoo with cascades on the evaluation's test questions, one point per trade-off.
+class Replay(BaseModel, arbitrary_types_allowed=True):
+    """One trade-off's cascades replayed on recorded answers."""
+
+    point: Point
+    final: np.ndarray  # (N,) column of the model whose answer was kept
+    cascaded: np.ndarray  # (N,) bool: a cascade was planned
+    escalated: np.ndarray  # (N,) bool: its first answer was judged doubtful
+
+
+def replay_cascades(evaluation: Evaluation, predictor, **settings) -> list[Replay] | None:
+    """Routoo with cascades on the evaluation's test questions, one replay per trade-off.
 
     The policy is fitted with ``predictor`` (anything with ``predict(prompts, models)``) on the
-    evaluation's dev questions; each point replays the plans on the recorded answers,
-    charging the first call's real cost and, when it escalated, the target's. The trade-off mu per
-    USD is one for the whole test set, as the budget planner's. None when no pool model has
-    recorded answer lengths. ``settings``: ``CascadePolicy`` fields.
+    evaluation's dev questions; each replay reads the recorded answers, charging the first call's
+    real cost and, when it escalated, the target's. The trade-off mu per USD is one for the whole
+    test set, as the budget planner's. None when no pool model has recorded answer lengths.
+    ``settings``: ``CascadePolicy`` fields.
     """
-    from routoo_shared.evaluation import Point
-
     names = evaluation.pool.names
     quality = {part: predictor.predict([q.prompt for q in getattr(evaluation, part)], names) for part in ("dev", "test")}
     try:
@@ -521,7 +526,7 @@ def cascade_curve(evaluation: "Evaluation", predictor, **settings) -> list[tuple
     expected = policy.expected_signals(quality["test"], names)
     cost, real, correct = evaluation.expected_cost, evaluation.real_cost, evaluation.correct
     rows, scale = np.arange(len(tokens)), cost.max(axis=1).mean()
-    curve = []
+    replays = []
     for tradeoff in np.concatenate([[0.0], np.geomspace(0.01, 1000, 99)]):
         price = tradeoff / scale
         choices = policy.choose(quality["test"], cost, names, price)
@@ -529,8 +534,15 @@ def cascade_curve(evaluation: "Evaluation", predictor, **settings) -> list[tuple
             choices, quality["test"], cost, price, names, tokens, tokens < BUNDLED_OUTPUT_CAP, expected
         )
         spent = real[rows, final] + np.where(escalated, real[rows, np.maximum(choices.first, 0)], 0.0)
-        curve.append((Point(cost_per_query=float(spent.mean()), accuracy=float(correct[rows, final].mean())), final))
-    return curve
+        point = Point(cost_per_query=float(spent.mean()), accuracy=float(correct[rows, final].mean()))
+        replays.append(Replay(point=point, final=final, cascaded=choices.first >= 0, escalated=escalated))
+    return replays
+
+
+def cascade_curve(evaluation: Evaluation, predictor, **settings) -> list[tuple[Point, np.ndarray]] | None:
+    """``replay_cascades`` as the evaluation's curve: (point, final model column) per trade-off."""
+    replays = replay_cascades(evaluation, predictor, **settings)
+    return None if replays is None else [(r.point, r.final) for r in replays]
 
 
 def _logit(p: np.ndarray) -> np.ndarray:

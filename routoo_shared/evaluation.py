@@ -14,7 +14,6 @@ import numpy as np
 from pydantic import BaseModel
 
 from routoo_shared.baselines import baseline_quality, fit_baseline, knn_quality, tune_knn
-from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve
 from routoo_shared.data import Outcomes, Question
 from routoo_shared.metrics import per_model_report
 from routoo_shared.pool import ModelPool
@@ -223,6 +222,8 @@ class Evaluation:
                 curves[name] = self.threshold_curve(1 - matrix[:, weak], weak, strong)
             else:
                 curves[name] = self.budget_curve(matrix)
+        from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve  # cascades build on this module
+
         cascade = cascade_curve(self, self.predictor)  # None where no answer lengths were recorded
         if cascade is not None:
             curves[CASCADE_ROUTER] = cascade

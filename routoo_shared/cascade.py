@@ -23,6 +23,24 @@ or wrong), so the evidence is the signal's surprise: its value minus what the pr
 row for the prompt (the ``context`` models) predicts. Evidence models are fitted on labelled
 answers the predictor was not trained on (the dev split): the expected signal, the binned
 log-likelihood ratio of the surprise, and its weight against the predictor's prompt-only prior.
+
+For integrations (a routing mode): hold a policy (``CascadePolicy.load()`` for the bundled
+predictor, or ``fit_policy`` for one's own) and route with it,
+``decision = router.route(messages, budget=budget, cascade=policy, **settings)``. Cascades follow
+the trade-off mode: with ``quality_cost_tradeoff=0`` cost does not count, so set a trade-off
+(``Router.calibrate_tradeoff``); a quality floor plans none. When ``plan = decision.cascade`` is
+None, call ``decision.model`` as usual. Otherwise:
+1. reserve ``decision.candidate(plan.first).estimated_cost_usd`` from the budget, call
+   ``plan.first`` without streaming, settle with its reported usage;
+2. ``evidence = AnswerEvidence.read(text, output_tokens=<reported>, finished=<finish reason not
+   'length'/'max_tokens'>, logprobs=<token log-probabilities, if the provider gives them>)``;
+3. ``plan.should_escalate(evidence)``: True -> call (and stream) ``plan.target``, its fallbacks
+   being ``decision.fallbacks`` without ``plan.first``; False -> return the first answer (as one
+   chunk when streaming). A first call that raises escalates (release its hold);
+4. record ``decision.cascade`` (its dump leaves the evidence model out), whether it escalated and
+   ``plan.posterior(evidence)``.
+The pair was planned only if both calls' estimates fit ``max_cost_per_query`` and the budget's
+remainder together, and both models meet the call's hard limits (tools, context, ...).
 """
 
 from __future__ import annotations
@@ -74,8 +92,11 @@ class AnswerEvidence(BaseModel):
         confidence: float | None = None,
         verifier_score: float | None = None,
     ) -> "AnswerEvidence":
-        """Evidence from an answer as providers return it; tokens are counted when not reported."""
-        if output_tokens is None:
+        """Evidence from an answer as providers return it; tokens are counted when not reported,
+        and a blank answer counts as zero tokens (no answer)."""
+        if not answer_text.strip():
+            output_tokens = 0
+        elif output_tokens is None:
             output_tokens = count_tokens(answer_text)
         mean_logprob = float(np.mean(logprobs)) if logprobs else None
         return cls(
@@ -237,30 +258,20 @@ class CascadePlan(BaseModel):
         """P(the first answer is correct) given what it shows."""
         return float(self.evidence.posterior(self.first_quality)[self.evidence.bin_of(evidence, self.expected_signal)])
 
-    def escalate(self, evidence: AnswerEvidence) -> bool:
-        """True when the target's revised quality, less its priced cost, beats the first answer's posterior."""
+    def should_escalate(self, answer: str | AnswerEvidence) -> bool:
+        """True when the target should answer instead of the first model.
+
+        ``answer``: the first model's text (its tokens are counted), or ``AnswerEvidence.read(text,
+        output_tokens=..., finished=..., logprobs=...)`` with what the provider reported. An empty
+        answer always escalates; otherwise the rule is: the target's revised quality, less its
+        priced cost, beats the first answer's posterior.
+        """
+        evidence = AnswerEvidence.read(answer) if isinstance(answer, str) else answer
+        if evidence.output_tokens == 0:
+            return True
         b = self.evidence.bin_of(evidence, self.expected_signal)
         target = self.evidence.revised(self.target_quality, self.first_quality)[b]
         return bool(self.posterior(evidence) < target - self.target_cost_weight)
-
-    def should_escalate(
-        self,
-        answer_text: str,
-        output_tokens: int | None = None,
-        finished: bool = True,
-        logprobs: list[float] | None = None,
-        confidence: float | None = None,
-        verifier_score: float | None = None,
-    ) -> bool:
-        """Read the first model's answer; True when the target should answer instead.
-
-        An empty answer always escalates. ``output_tokens`` as the provider reported it (counted
-        with tiktoken when None); ``finished`` False when it stopped at its token limit;
-        ``logprobs`` the answer tokens' log-probabilities where the provider returns them.
-        """
-        if not answer_text.strip():
-            return True
-        return self.escalate(AnswerEvidence.read(answer_text, output_tokens, finished, logprobs, confidence, verifier_score))
 
 
 class CascadeChoices(BaseModel, arbitrary_types_allowed=True):
@@ -393,7 +404,16 @@ class CascadePolicy(BaseModel):
         return CascadeChoices(first=first, target=target, direct=direct, value=value,
                               escalation_probability=escalation, expected_quality=exp_quality, expected_cost=exp_cost)
 
-    def plans(self, quality, cost, names, price, context_quality, feasible=None, ceiling=None) -> list[CascadePlan | None]:
+    def plans(
+        self,
+        quality: np.ndarray,
+        cost: np.ndarray,
+        names: list[str],
+        price: np.ndarray | float,
+        context_quality: np.ndarray,
+        feasible: np.ndarray | None = None,
+        ceiling: np.ndarray | None = None,
+    ) -> list[CascadePlan | None]:
         """``choose`` as one ``CascadePlan`` (or None: route directly) per prompt;
         ``context_quality``: (N, len(context)) for the plans' expected signals."""
         choices = self.choose(quality, cost, names, price, feasible, ceiling)

@@ -48,9 +48,10 @@ def test_informative_answer_plans_a_cascade_and_reads_the_answer():
     assert plan is not None and (plan.first, plan.target) == (CHEAP, STRONG)
     assert 0.2 < plan.escalation_probability < 0.8
     assert COST[0, 0] < plan.expected_cost_usd < COST[0, 0] + COST[0, 1]
-    assert not plan.should_escalate("The answer is (B).", output_tokens=30)
-    assert plan.should_escalate("Let me think step by step ...", output_tokens=400)
-    assert plan.should_escalate("The answer", output_tokens=40, finished=False)  # cut off at the token limit
+    assert not plan.should_escalate("The answer is (B).")
+    assert not plan.should_escalate(AnswerEvidence.read("The answer is (B).", output_tokens=30))
+    assert plan.should_escalate(AnswerEvidence.read("Let me think step by step ...", output_tokens=400))
+    assert plan.should_escalate(AnswerEvidence.read("The answer", output_tokens=40, finished=False))  # cut off
     assert plan.should_escalate("   ")  # an empty answer is no answer
     assert plan.posterior(AnswerEvidence(output_tokens=30)) > 0.5 > plan.posterior(AnswerEvidence(output_tokens=400))
 
@@ -102,8 +103,8 @@ def test_logprobs_are_read_when_the_policy_was_fitted_on_them():
     model = EvidenceModel.fit(CHEAP, np.minimum(mean_logprob, 0), np.ones(2000, bool), correct.astype(float),
                               np.full((2000, 1), 0.5), signal="mean_logprob")
     (plan,) = CascadePolicy(context=[CHEAP], evidence={CHEAP: model}).plans(QUALITY, COST, [CHEAP, STRONG], PRICE, CONTEXT)
-    assert not plan.should_escalate("B", output_tokens=1, logprobs=[-0.05, -0.1])
-    assert plan.should_escalate("B", output_tokens=1, logprobs=[-1.2, -0.9])
+    assert not plan.should_escalate(AnswerEvidence.read("B", output_tokens=1, logprobs=[-0.05, -0.1]))
+    assert plan.should_escalate(AnswerEvidence.read("B", output_tokens=1, logprobs=[-1.2, -0.9]))
 
 
 @pytest.fixture(scope="module")

@@ -340,6 +340,19 @@ class CascadePolicy(BaseModel):
         except ValueError as error:
             raise CascadeError(f"corrupt cascade policy {path}: {error}") from error
 
+    def readings(self, quality: np.ndarray, names: list[str]) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """What each readable first model's answer may show, by column: (N, B) bin frequencies,
+        (N, 1, B) its posterior per bin, (N, M, B) every model's revised quality per bin. They do
+        not depend on prices, so a sweep over trade-offs computes them once."""
+        quality = np.clip(np.asarray(quality, float), _EPS, 1 - _EPS)
+        out = {}
+        for f, name in enumerate(names):
+            model = self.evidence.get(name)
+            if model is not None:
+                out[f] = (model.predictive(quality[:, f]), model.posterior(quality[:, f])[:, None, :],
+                          model.revised(quality, quality[:, f, None]))
+        return out
+
     def choose(
         self,
         quality: np.ndarray,
@@ -348,12 +361,15 @@ class CascadePolicy(BaseModel):
         price: np.ndarray,
         feasible: np.ndarray | None = None,
         ceiling: np.ndarray | None = None,
+        readings: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None,
     ) -> CascadeChoices:
         """Vectorised plans for N prompts over M models.
 
         quality, cost: (N, M) predicted P(correct) and estimated USD; price: (N,) quality given up per
-        USD (mu); feasible: (N, M) models the constraints allow; ceiling: (N,) USD both calls must fit in.
+        USD (mu); feasible: (N, M) models the constraints allow; ceiling: (N,) USD both calls must fit
+        in; readings: ``self.readings(quality, names)`` when already computed.
         """
+        readings = self.readings(quality, names) if readings is None else readings
         quality = np.clip(np.asarray(quality, float), _EPS, 1 - _EPS)
         cost = np.asarray(cost, float)
         n, m = quality.shape
@@ -365,13 +381,7 @@ class CascadePolicy(BaseModel):
         value, first, target = best.copy(), np.full(n, -1), np.full(n, -1)
         escalation, exp_quality = np.zeros(n), quality[np.arange(n), direct]
         exp_cost = cost[np.arange(n), direct]
-        for f, name in enumerate(names):
-            model = self.evidence.get(name)
-            if model is None:
-                continue
-            p_bin = model.predictive(quality[:, f])  # (N, B)
-            accept_quality = model.posterior(quality[:, f])[:, None, :]  # (N, 1, B)
-            target_quality = model.revised(quality, quality[:, f, None])  # (N, M, B)
+        for f, (p_bin, accept_quality, target_quality) in readings.items():
             target_utility = target_quality - (price * cost)[:, :, None]
             escalate = target_utility > accept_quality  # (N, M, B)
             outcome = np.where(escalate, target_utility, accept_quality)
@@ -546,10 +556,11 @@ def replay_cascades(evaluation: Evaluation, predictor, **settings) -> list[Repla
     expected = policy.expected_signals(quality["test"], names)
     cost, real, correct = evaluation.expected_cost, evaluation.real_cost, evaluation.correct
     rows, scale = np.arange(len(tokens)), cost.max(axis=1).mean()
+    readings = policy.readings(quality["test"], names)
     replays = []
     for tradeoff in np.concatenate([[0.0], np.geomspace(0.01, 1000, 99)]):
         price = tradeoff / scale
-        choices = policy.choose(quality["test"], cost, names, price)
+        choices = policy.choose(quality["test"], cost, names, price, readings=readings)
         escalated, final = policy.outcomes(
             choices, quality["test"], cost, price, names, tokens, tokens < BUNDLED_OUTPUT_CAP, expected
         )

@@ -127,6 +127,10 @@ class PromptEncoder:
         self._tokenizer = None
         self._lock = threading.Lock()  # concurrent callers (batch, async) share one model and cache
 
+    def __reduce__(self):
+        """Pickled by its settings: a copy (another process) reloads the cache and, when used, the model."""
+        return type(self), (self.max_length, self.batch_size, self.cache.path.parent)
+
     def _load(self) -> None:
         if self._model is None:
             from transformers import AutoModel, AutoTokenizer

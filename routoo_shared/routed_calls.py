@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, model_validator
 
 from routoo_shared import timeouts
 from routoo_shared.budget import BudgetExhaustedError, Reservation, RoutooBudget
@@ -264,6 +264,35 @@ class RoutedCalls(BaseModel):
     )
     _health: ModelHealth | None = PrivateAttr(default=None)
     _sticky_models: OrderedDict = PrivateAttr(default_factory=OrderedDict)
+
+    @model_validator(mode="after")
+    def _warm_router(self) -> "RoutedCalls":
+        self.router.warm_up()  # a model built before the event loop runs never stalls it on its first call
+        return self
+
+    # ----- how the settings serialise (to_dict, to_json, model_dump)
+    @field_serializer("router")
+    def _describe_router(self, router: Router) -> dict[str, Any]:
+        """The router by its ``routoo train`` folder (None when built in memory), pool and constraints."""
+        return {
+            "directory": str(router.directory) if router.directory is not None else None,
+            "pool": router.pool.names,
+            "constraints": router.constraints.model_dump(exclude_defaults=True),
+        }
+
+    @field_serializer("budget")
+    def _describe_budget(self, budget: RoutooBudget | None) -> dict[str, float] | None:
+        if budget is None:
+            return None
+        return {"total_usd": budget.total_usd, "spent_usd": budget.spent_usd, "reserved_usd": budget.reserved_usd}
+
+    @field_serializer("fallback_on")
+    def _describe_policy(self, policy: Any) -> list[str] | str | None:
+        if policy is None:
+            return None
+        if isinstance(policy, tuple):
+            return [f"{kind.__module__}.{kind.__qualname__}" for kind in policy]
+        return f"{getattr(policy, '__module__', '?')}.{getattr(policy, '__qualname__', type(policy).__name__)}"
 
     @property
     def health(self) -> ModelHealth:

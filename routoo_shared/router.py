@@ -86,6 +86,7 @@ class Router:
         self.pool = pool
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
+        self.directory: Path | None = None  # the ``routoo train`` folder it was loaded from, if any
         self._predictor_digest: tuple[tuple, str] = ((), "")
         self._batcher = BatchingPredictor(self._predict_pool)
 
@@ -109,11 +110,18 @@ class Router:
         if pool_names:
             spec = pool_names if isinstance(pool_names, str) else ",".join(pool_names)
             pool = pool.subset(expand_pool(spec, pool.names))
-        return cls(pool, predictor, constraints)
+        router = cls(pool, predictor, constraints)
+        router.directory = directory
+        return router
 
     @property
     def constraints(self) -> Constraints:
         return self.selector.constraints
+
+    def warm_up(self) -> None:
+        """Load the encoder, the tokenizer and the predictor now (seconds, once a process) instead of in
+        the first routed call, where their loading holds the GIL and would stall an event loop."""
+        self.predictor.predict(["warm-up"], self.pool.names)
 
     def with_pool(self, pool: ModelPool) -> "Router":
         """This router over other specs of the same models (e.g. completed from the models' profiles)."""

@@ -55,7 +55,8 @@ from pydantic import ConfigDict, model_validator
 
 from routoo_shared.messages import has_image
 from routoo_shared.pool import ModelPool
-from routoo_shared.routed_calls import RoutedCall, RoutedCalls, Usage
+from routoo_shared.cascade import AnswerEvidence
+from routoo_shared.routed_calls import FirstAnswer, RoutedCall, RoutedCalls, Usage
 from routoo_shared.tokens import count_tokens
 
 TOOLS_KEY = "routoo_tools"  # tools travel as given until the chosen LLM formats them
@@ -186,8 +187,10 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     def _call(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Any:
         kwargs, needs, send = self._message_call(payload, kwargs, streaming=False)
         call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        usage_of = _usage_reader(call)
+        evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
         response = self.invoke_routed(
-            call, lambda name: _named(send(name, method, rest), name), _usage_reader(call), _has_content
+            call, lambda name: _named(send(name, method, rest), name), usage_of, _has_content, evidence
         )
         return _annotated(response, self._record(call))
 
@@ -198,16 +201,19 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         async def invoke(name: str) -> Any:
             return _named(await send(name, method, rest), name)
 
-        response = await self.ainvoke_routed(call, invoke, _usage_reader(call), _has_content)
+        usage_of = _usage_reader(call)
+        evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
+        response = await self.ainvoke_routed(call, invoke, usage_of, _has_content, evidence)
         return _annotated(response, self._record(call))
 
     def _stream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
         """Routed on the first iteration; every chunk names the LLM that answered."""
         kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
         call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        first = self._first_answer_reader(call, needs, lambda name: _named(send(name, _whole(method), rest), name))
         record = None
         for name, chunk in self.stream_routed(
-            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content
+            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
         ):
             record = record or self._record(call)
             yield _annotated(_named(chunk, name), record)
@@ -215,12 +221,25 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     async def _astream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
         call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+
+        async def whole(name: str) -> Any:
+            return _named(await send(name, _whole(method), rest), name)
+
+        first = self._first_answer_reader(call, needs, whole)
         record = None
         async for name, chunk in self.astream_routed(
-            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content
+            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
         ):
             record = record or self._record(call)
             yield _annotated(_named(chunk, name), record)
+
+    @staticmethod
+    def _first_answer_reader(call: RoutedCall, needs: dict[str, bool], invoke: Callable[[str], Any]) -> FirstAnswer | None:
+        """How a stream's cascade calls its first LLM whole (text calls only): the answer becomes one chunk."""
+        if needs.get("requires_tools"):
+            return None
+        usage_of = _usage_reader(call)
+        return FirstAnswer(invoke, usage_of, _has_content, _evidence_reader(usage_of), _as_whole_chunk)
 
     def _record(self, call: RoutedCall) -> dict[str, Any]:
         record = call.record()
@@ -444,15 +463,20 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
 
 
 def pool_from_metadata(pool: ModelPool, llms: dict[str, LLM]) -> ModelPool:
-    """The pool with each spec's context window narrowed to its LLM's own (a spec may narrow it, never
-    widen it), and tool calling, where the spec leaves it unset, from the LLM's metadata; the same pool
-    when nothing changes. The router then never sends a prompt to an LLM that cannot take it."""
+    """The pool with each spec's context window and output lengths narrowed to its LLM's own (a spec
+    may narrow them, never widen them), and tool calling, where the spec leaves it unset, from the LLM's
+    metadata; the same pool when nothing changes. The router then never sends a prompt to an LLM that
+    cannot take it, and expects no more output than the LLM writes (the room LlamaIndex leaves for it)."""
     specs = []
     for spec in pool.models:
         own = llms[spec.name].metadata
         update: dict[str, Any] = {}
         if 0 < own.context_window < spec.context_window:
             update["context_window"] = own.context_window
+        if 0 < own.num_output < spec.max_output_tokens:
+            update["max_output_tokens"] = own.num_output
+        if 0 < own.num_output < spec.expected_output_tokens:
+            update["expected_output_tokens"] = float(own.num_output)
         if "supports_tools" not in spec.model_fields_set and own.is_function_calling_model != spec.supports_tools:
             update["supports_tools"] = own.is_function_calling_model
         specs.append(spec.model_copy(update=update) if update else spec)
@@ -481,6 +505,22 @@ def _tool_calls(response: Any) -> list[Any]:
 def _text(response: Any) -> str:
     message = getattr(response, "message", None)
     return (message.content if message is not None else response.text) or ""
+
+
+def _whole(stream_method: str) -> str:
+    """The non-streaming method of a stream method: ``astream_chat`` -> ``achat``, ``stream_complete`` -> ``complete``."""
+    return stream_method.replace("stream_", "")
+
+
+def _as_whole_chunk(response: Any) -> Any:
+    """A whole answer as the one chunk of a stream: its text is the chunk's delta."""
+    response.delta = _text(response)
+    return response
+
+
+def _evidence_reader(usage_of: Callable[[Any], Usage]) -> Callable[[Any], AnswerEvidence]:
+    """What a cascade reads off a first answer: its text and the output tokens it used."""
+    return lambda response: AnswerEvidence.read(_text(response), output_tokens=usage_of(response).output_tokens)
 
 
 def _has_content(response: Any) -> bool:

@@ -137,7 +137,7 @@ class Evaluation:
         dev_prompts = [q.prompt for q in self.dev]
         test_prompts = [q.prompt for q in self.test]
         train_y, dev_y = self._matrix(self.train), self._matrix(self.dev)
-        predictor = self.predictor or Predictor.train(
+        predictor = self.predictor = self.predictor or Predictor.train(
             train_prompts, train_y, names, dev_prompts, dev_y, self.train_config
         )
         encoder = predictor.encoder
@@ -222,6 +222,11 @@ class Evaluation:
                 curves[name] = self.threshold_curve(1 - matrix[:, weak], weak, strong)
             else:
                 curves[name] = self.budget_curve(matrix)
+        from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve  # cascades build on this module
+
+        cascade = cascade_curve(self, self.predictor)  # None where no answer lengths were recorded
+        if cascade is not None:
+            curves[CASCADE_ROUTER] = cascade
         curves["random"] = self.random_curve(cheap, best)
         curves["best_single"] = self.single_curve(self._train_accuracy)
 

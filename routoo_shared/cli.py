@@ -337,6 +337,7 @@ def add_model(
 
 
 @app.command("build-pool")
+@friendly
 def build_pool(
     k: Annotated[int, typer.Option(min=1, help="at most this many models in the pool")] = 5,
     max_price: Annotated[Optional[float], typer.Option(help="leave out models priced above this (USD per 1M tokens, input or output)")] = None,
@@ -350,12 +351,13 @@ def build_pool(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the construction as JSON here")] = None,
 ) -> None:
     """Choose the pool of at most k models that maximises the router's dev AIQ (greedy forward selection)."""
-    from routoo_shared.data import Outcomes
+    from routoo_shared.data import Outcomes, load_questions
     from routoo_shared.pool_construction import build_pool as construct, format_construction
     from routoo_shared.predictor import Predictor
 
+    sheet = _sheet(models, dataset, own_data=any(p is not None for p in (train, dev, test)))
     fit, held = _train_and_dev(train, dev, dataset)
-    candidates = _pool(models, dataset, universe)
+    candidates = _pool(sheet, universe)
     if predictor:
         trained = Predictor.load(predictor)
     else:
@@ -365,12 +367,12 @@ def build_pool(
         )
     test_questions = load_questions(test) if test else None
     construction = construct(candidates, fit, held, trained, k, max_price, test_questions)
-    typer.echo(format_construction(construction))
-    typer.echo(f"pool: {','.join(construction.pool)}")
+    say(format_construction(construction))
+    say(f"pool: {','.join(construction.pool)}")
     if json_out:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(construction.model_dump_json(indent=1))
-        typer.echo(f"JSON: {json_out}")
+        say(f"JSON: {json_out}")
 
 
 if __name__ == "__main__":

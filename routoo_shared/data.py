@@ -57,6 +57,11 @@ class ModelResult(BaseModel):
     output_tokens: int | None = Field(default=None, ge=0)
     latency_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds to the full answer")
 
+    @property
+    def correct(self) -> float:
+        """The score under its historic name (``Outcomes.correct`` and cascades read it so)."""
+        return self.score
+
     @model_validator(mode="before")
     @classmethod
     def _read_correct(cls, data: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -288,3 +289,10 @@ class ModelPool(BaseModel):
         if output_tokens is None:
             output_tokens = np.array([m.expected_output_tokens for m in self.models])[None, :]
         return (tokens[:, None] * price_in + output_tokens * price_out) / 1e6
+
+    @classmethod
+    def from_models_json(cls, path: str | Path, names: list[str] | None = None) -> "ModelPool":
+        """The pool of a validated ``models.json``, optionally a subset (``routoo_shared.data.load_pool``)."""
+        from routoo_shared.data import load_pool  # data reads files; the pool itself does not
+
+        return load_pool(path, names)

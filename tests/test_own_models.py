@@ -211,9 +211,9 @@ def test_cli_imports_nothing_heavy():
 
 
 def test_cli_route_json():
-    code, output = cli("route", "What is the derivative of x^3?", "--pool", f"{WEAK},{STRONG}", "--json")
-    decision = json.loads(output)
-    assert code == 0 and decision["model"] in (WEAK, STRONG) and len(decision["candidates"]) == 2
+    result = CliRunner().invoke(app, ["route", "What is the derivative of x^3?", "--pool", f"{WEAK},{STRONG}", "--json"])
+    decision = json.loads(result.stdout)
+    assert result.exit_code == 0 and decision["model"] in (WEAK, STRONG) and len(decision["candidates"]) == 2
 
 
 @pytest.mark.slow

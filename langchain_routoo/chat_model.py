@@ -38,7 +38,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, model_validator
 
 from routoo_shared.messages import has_image
-from routoo_shared.pool import ModelPool
+from routoo_shared.pool import ModelPool, fields_from_profile
 from routoo_shared.cascade import AnswerEvidence
 from routoo_shared.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls, Usage
 from routoo_shared.tokens import token_ids
@@ -350,18 +350,12 @@ class RoutedConfigurableFields(RunnableConfigurableFields):
 
 
 def profiled_pool(pool: ModelPool, models: dict[str, BaseChatModel]) -> ModelPool:
-    """The pool with each spec's unset capability fields filled from its chat model's LangChain profile."""
+    """The pool with each spec's unset fields filled from its chat model's LangChain profile
+    (``pool.fields_from_profile``: context window, output limit, tools, structured output, images)."""
     specs = []
     for spec in pool.models:
-        profile = getattr(models[spec.name], "profile", None) or {}
-        known = {
-            "context_window": profile.get("max_input_tokens"),
-            "max_output_tokens": profile.get("max_output_tokens"),
-            "supports_tools": profile.get("tool_calling"),
-            "supports_structured_output": profile.get("structured_output"),
-            "supports_vision": profile.get("image_inputs"),
-        }
-        update = {k: v for k, v in known.items() if v is not None and k not in spec.model_fields_set}
+        known = fields_from_profile(getattr(models[spec.name], "profile", None) or {})
+        update = {k: v for k, v in known.items() if k not in spec.model_fields_set}
         specs.append(spec.model_copy(update=update) if update else spec)
     return pool if all(a is b for a, b in zip(specs, pool.models)) else ModelPool(models=specs)
 

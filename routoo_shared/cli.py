@@ -15,6 +15,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 DatasetOption = Annotated[str, typer.Option(help="bundled dataset used where no file is given: mmlu_pro or mmlu_routellm")]
 PoolOption = Annotated[Optional[str], typer.Option(help="comma-separated model names; 'open' = mmlu_pro's open-weight models")]
+RepresentationOption = Annotated[
+    str, typer.Option(help="prompt representation: minilm (fast) or lm-reader (SmolLM2 hidden states, slower)")
+]
 
 
 def _questions(path: Optional[Path], dataset: str, split: str) -> list[Question]:
@@ -59,22 +62,18 @@ def train(
     models: Annotated[Optional[Path], typer.Option(help="models.json price sheet")] = None,
     dataset: DatasetOption = "mmlu_pro",
     pool: PoolOption = None,
+    representation: RepresentationOption = "minilm",
 ) -> None:
     """Train the performance predictor and report its dev-split quality per model."""
     from routoo_shared.data import Outcomes
-    from routoo_shared.evaluation import with_expected_output
-    from routoo_shared.predictor import Predictor
+    from routoo_shared.evaluation import make_encoder, train_head, with_expected_output
 
     fit, held = _train_and_dev(train, dev, dataset)
     model_pool = with_expected_output(_pool(models, dataset, pool), fit)
-    names = model_pool.names
-    dev_correct = Outcomes.from_questions(held, names).correct
-    predictor = Predictor.train(
-        [q.prompt for q in fit], Outcomes.from_questions(fit, names).correct, names, [q.prompt for q in held], dev_correct
-    )
+    predictor = train_head(model_pool, fit, held, encoder=make_encoder(representation))
     predictor.save(out)
     (out / "pool.json").write_text(model_pool.model_dump_json(indent=1))
-    report = predictor.report([q.prompt for q in held], dev_correct)
+    report = predictor.report([q.prompt for q in held], Outcomes.from_questions(held, model_pool.names).correct)
     typer.echo(f"{'model (dev split)':32s} {'log-loss':>8s} {'AUC':>6s} {'Brier':>6s} {'ECE':>6s}")
     for name, row in report.items():
         typer.echo(f"{name:32s} {row['log_loss']:8.4f} {row['auc']:6.3f} {row['brier']:6.3f} {row['ece']:6.3f}")
@@ -124,6 +123,10 @@ def evaluate(
     predictor: Annotated[Optional[Path], typer.Option(help="use this trained predictor instead of training one")] = None,
     reference: Annotated[Optional[str], typer.Option(help="comma-separated models to compare against in the table")] = None,
     points: Annotated[int, typer.Option(min=20, help="operating points per router curve")] = 40,
+    representations: Annotated[
+        Optional[str], typer.Option(help="comma-separated: minilm, lm-reader (default: the predictor's, else minilm)")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="bootstrap resamples for the AIQ intervals")] = 1000,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON here")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="write the accuracy/cost PNG here")] = None,
 ) -> None:
@@ -138,7 +141,8 @@ def evaluate(
     for name in references:
         model_pool[name]  # unknown reference -> clear KeyError before any training
     evaluation = Evaluation(
-        model_pool, fit, held, test_questions, predictor=Predictor.load(predictor) if predictor else None, points=points
+        model_pool, fit, held, test_questions, predictor=Predictor.load(predictor) if predictor else None, points=points,
+        representations=representations.split(",") if representations else None, bootstrap=bootstrap,
     )
     report = evaluation.run(reference_models=references)
     typer.echo(format_table(report, evaluation.extras, references))

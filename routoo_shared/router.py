@@ -37,6 +37,7 @@ class RoutingDecision(BaseModel):
     input_tokens: int
     binding_constraint: str | None
     candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
+    predictor: str | None = None  # which predictor decided (its head and prompt encoder)
 
     @property
     def fallbacks(self) -> list[str]:
@@ -169,6 +170,7 @@ class Router:
                     input_tokens=int(tokens[row]),
                     binding_constraint=selection.binding[row],
                     candidates=candidates,
+                    predictor=self.predictor.name,
                 )
             )
         return decisions

@@ -56,7 +56,7 @@ def router_for(representation: str) -> Router:
     train = [q for q in questions if split_of(q.id) == "train"][:2000]
     dev = [q for q in questions if split_of(q.id) == "dev"][:300]
     pool = with_expected_output(bundled_router.pool, train)
-    config = TrainConfig(ensemble=1, epochs=3, select_by="log_loss")
+    config = TrainConfig(ensemble=1, epochs=3, temperature_by="log_loss")
     return Router(bundled_router.pool, train_head(pool, train, dev, config, make_encoder(representation)))
 
 

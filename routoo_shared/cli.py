@@ -103,7 +103,7 @@ def route(
         max_latency_s=max_latency,
         denied_models=deny.split(",") if deny else None,
     )
-    typer.echo(f"chosen: {decision.explain()}  [{decision.input_tokens} input tokens]")
+    typer.echo(f"chosen: {decision.explain()}  [{decision.input_tokens} input tokens; predictor {decision.predictor}]")
     typer.echo(f"{'rank':>4s} {'model':32s} {'P(correct)':>10s} {'USD/1k calls':>12s}  excluded by")
     for rank, candidate in enumerate(decision.candidates, 1):
         typer.echo(

@@ -26,6 +26,7 @@ from routoo_shared.routing_quality import (  # noqa: F401  (re-exported: the eva
     RoutingTask,
     accuracy_at_cost,
     aiq,
+    aiq_of_arrays,
     cost_to_match,
     upper_hull,
     with_expected_output,
@@ -333,13 +334,10 @@ def bootstrap_aiq(task: RoutingTask, curves: dict[str, Curve], resamples: int, s
     for name, curve in curves.items():
         cost = weights @ np.stack([task.real_cost[rows, chosen] for _, chosen in curve]).T
         accuracy = weights @ np.stack([task.correct[rows, chosen] for _, chosen in curve]).T
+        cost = np.concatenate([cost, singles_cost[:, [task.cheapest]]], axis=1)  # the curve's anchor
+        accuracy = np.concatenate([accuracy, singles_accuracy[:, [task.cheapest]]], axis=1)
         draws[name] = np.array([
-            aiq(
-                [Point(cost_per_query=c, accuracy=a) for c, a in zip(cost[b], accuracy[b])]
-                + [Point(cost_per_query=singles_cost[b, task.cheapest], accuracy=singles_accuracy[b, task.cheapest])],
-                singles_cost[b].min(), singles_cost[b].max(),
-            )
-            for b in range(resamples)
+            aiq_of_arrays(cost[b], accuracy[b], singles_cost[b].min(), singles_cost[b].max()) for b in range(resamples)
         ])
 
     def interval(values: np.ndarray) -> Interval:

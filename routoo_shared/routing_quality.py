@@ -23,7 +23,11 @@ class Point(BaseModel):
 
 def upper_hull(points: list[Point]) -> tuple[np.ndarray, np.ndarray]:
     """The non-decreasing concave envelope of (cost, accuracy) points, as sorted vertices."""
-    ordered = sorted({(p.cost_per_query, p.accuracy) for p in points})
+    return _hull(np.array([p.cost_per_query for p in points]), np.array([p.accuracy for p in points]))
+
+
+def _hull(costs: np.ndarray, accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    ordered = sorted(set(zip(costs.tolist(), accuracy.tolist())))
     hull: list[tuple[float, float]] = []
     for point in ordered:
         while len(hull) >= 2:
@@ -33,15 +37,20 @@ def upper_hull(points: list[Point]) -> tuple[np.ndarray, np.ndarray]:
             else:
                 break
         hull.append(point)
-    costs, accuracy = np.array(hull).T
-    return costs, np.maximum.accumulate(accuracy)
+    hull_costs, hull_accuracy = np.array(hull).T
+    return hull_costs, np.maximum.accumulate(hull_accuracy)
 
 
 def aiq(points: list[Point], low: float, high: float) -> float:
     """Area under the non-decreasing convex hull over [low, high], divided by the range (RouterBench)."""
-    costs, accuracy = upper_hull(points)
+    return aiq_of_arrays(np.array([p.cost_per_query for p in points]), np.array([p.accuracy for p in points]), low, high)
+
+
+def aiq_of_arrays(costs: np.ndarray, accuracy: np.ndarray, low: float, high: float) -> float:
+    """``aiq`` for operating points given as two arrays (cost per query, accuracy)."""
+    hull_costs, hull_accuracy = _hull(costs, accuracy)
     grid = np.linspace(low, high, 2001)
-    values = np.interp(grid, costs, accuracy, left=0.0, right=accuracy[-1])
+    values = np.interp(grid, hull_costs, hull_accuracy, left=0.0, right=hull_accuracy[-1])
     return float(np.trapezoid(values, grid) / (high - low))
 
 

@@ -6,11 +6,12 @@ Two steps, run in order:
     python scripts/read_bundled_prompts.py export --raw-dir RAW
 
 ``read`` runs SmolLM2-135M-Instruct over every prompt and stores the raw reads of the candidate
-layers (float16, chunks of 256 questions; an interrupted run resumes). It is the slow part: about
-0.3-0.6 s a prompt on one CPU core, a few hours for both datasets; split it across processes with
-``--split``/``--dataset``. ``export`` keeps the reader's chosen layers, fits the projection on the
-training split of both datasets, and writes the projected float16 vectors and the projection next
-to the MiniLM vectors in ``routoo_shared/datasets/embeddings/``.
+layers (float16, chunks of 256 questions; an interrupted run resumes where it stopped). It is the
+slow part: 0.5 s or more a prompt on one CPU core (MMLU-Pro prompts truncated to 128 tokens), i.e.
+hours for both datasets; split it across processes with ``--split``/``--dataset``. ``export`` keeps
+the reader's chosen layers, fits the projection on the training split's reads, and writes the
+projected float16 vectors of every question read so far, and the projection, next to the MiniLM
+vectors in ``routoo_shared/datasets/embeddings/``.
 """
 
 from __future__ import annotations
@@ -60,23 +61,23 @@ def raw_reads(raw_dir: Path, dataset: str, layers: tuple[int, ...], hidden: int)
 
 
 def export(raw_dir: Path) -> None:
-    encoder = ReaderEncoder(projection=None)
+    """Project and bundle every question read so far (the projection is fitted on the training split's reads)."""
+    encoder = ReaderEncoder()
     reads, texts = {}, {}
     for dataset in DATASETS:
         questions = load_questions(bundled(dataset))
         reads[dataset] = raw_reads(raw_dir, dataset, encoder.reader.layers, hidden=576)
-        missing = [q.id for q in questions if q.id not in reads[dataset]]
-        if missing:
-            raise SystemExit(f"{dataset}: {len(missing)} questions not read yet (run the read step)")
         texts[dataset] = {q.id: q.prompt for q in questions}
+        print(f"{dataset}: {len(reads[dataset])} of {len(questions)} questions read")
     train = np.stack([v for d in DATASETS for i, v in reads[d].items() if split_of(i) == "train"])
-    projection = fit_projection(train, ReaderEncoder.components)
-    projection.save(encoder.projection_path)
-    encoder = ReaderEncoder()
+    fit_projection(train, encoder.components).save(encoder.projection_path)
     for dataset in DATASETS:
         ids = sorted(reads[dataset])
-        for i in ids:
-            encoder.cache.put(texts[dataset][i], projection(reads[dataset][i][None])[0])
+        if not ids:
+            continue
+        vectors = encoder.projection(np.stack([reads[dataset][i] for i in ids]))
+        for i, vector in zip(ids, vectors):
+            encoder.cache.put(texts[dataset][i], vector)
         encoder.cache.export([texts[dataset][i] for i in ids], encoder.bundled_path(dataset))
         print(dataset, len(ids), "vectors written to", encoder.bundled_path(dataset))
 

@@ -8,7 +8,8 @@ the table gives the mean, the spread over folds, and the paired difference to th
         [--representation minilm|reader:L16|reader:L8-L16] [--raw-dir RAW] [--only NAME,...]
 
 ``reader:`` representations read the raw LM reads written by ``scripts/read_bundled_prompts.py read``
-and project them with a PCA fitted on the training split (no labels). Results go to --json.
+and project them with a PCA fitted on the training split (no labels). With --raw-dir, every
+representation is compared on the questions read so far. Results go to --json.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from routoo_shared.routing_quality import RoutingTask, with_expected_output
 
 # Candidate heads: name -> TrainConfig overrides (ensemble of 1 during selection).
 HEADS = {
-    "head: difficulty+embedding (old)": dict(categories=False, model_embedding=True, select_by="log_loss"),
-    "head: difficulty+categories": dict(categories=True, model_embedding=False, select_by="log_loss"),
-    "head: difficulty+categories+embedding": dict(categories=True, model_embedding=True, select_by="log_loss"),
-    "head: difficulty+categories, AIQ-selected": dict(categories=True, model_embedding=False, select_by="aiq"),
-    "head: difficulty+categories+embedding, AIQ-selected": dict(categories=True, model_embedding=True, select_by="aiq"),
+    "head: difficulty+embedding (old)": dict(categories=False, model_embedding=True),
+    "head: difficulty+categories": dict(categories=True, model_embedding=False),
+    "head: difficulty+categories+embedding": dict(categories=True, model_embedding=True),
+    "head: difficulty+categories, AIQ early stopping": dict(categories=True, model_embedding=False, early_stopping="aiq"),
 }
 
 
@@ -69,6 +69,14 @@ def reader_vectors(questions: list[Question], dataset: str, raw_dir: Path, layer
     train = np.stack([reads[q.id] for q in questions if split_of(q.id) == "train"])
     projection = fit_projection(train, dim)
     return FixedVectors(f"reader-L{'-'.join(map(str, layers))}", {q.prompt: projection(reads[q.id][None])[0] for q in questions})
+
+
+def _read_ids(folder: Path) -> list[str]:
+    ids = []
+    for path in sorted(folder.glob("*_[0-9][0-9][0-9][0-9].npz")):
+        with np.load(path) as archive:
+            ids += archive["ids"].tolist()
+    return ids
 
 
 def fold_of(question_id: str, folds: int) -> int:
@@ -121,6 +129,10 @@ def main() -> None:
     args = parser.parse_args()
 
     questions = [q for q in load_questions(bundled(args.dataset)) if split_of(q.id) != "test"]
+    if args.raw_dir:  # compare representations on the questions the LM reader has read
+        read = set(_read_ids(args.raw_dir / args.dataset))
+        questions = [q for q in questions if q.id in read]
+        print(f"{len(questions)} train+dev questions read by the LM reader")
     available = [m["name"] for m in json.loads(bundled(args.dataset, "models.json").read_text())["models"]]
     pool = ModelPool.from_models_json(bundled(args.dataset, "models.json"), pool_names(args.pool, available))
     if args.representation == "minilm":

@@ -1,9 +1,22 @@
-"""RoutooChatModel: a LangChain chat model that routes every call to one model of a pool."""
+"""RoutooChatModel: a LangChain chat model that routes every call to one model of a pool.
+
+One routed call is one RoutooChatModel run to everything that watches it: that run streams the
+answer's tokens and carries the routing record. The chosen model runs as its child (tracers show the
+chosen model's work under its own name) tagged ``nostream``, so LangGraph's message stream does not
+emit the tokens twice. The child run alone reports the provider's token usage, so usage callbacks and
+tracers count it once, under the provider's model name; the message the caller receives carries it too.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import json
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextvars import ContextVar
+from functools import partial
 from typing import Any
+from uuid import UUID, uuid4
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
@@ -11,38 +24,66 @@ from langchain_core.callbacks import (
     CallbackManager,
     CallbackManagerForLLMRun,
 )
+from langchain_core.exceptions import OutputParserException
+from langchain_core.globals import get_llm_cache
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
+from langchain_core.load import dumps
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda
-from pydantic import ConfigDict, model_validator
+from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableLambda, ensure_config
+from langchain_core.runnables.configurable import RunnableConfigurableFields
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import BaseModel, Field, model_validator
 
-from routoo_shared.budget import Reservation
-from routoo_shared.fallback import EmptyResponseError, FallbackAttempts
-from routoo_shared.routed_calls import RoutedCalls
-from routoo_shared.router import RoutingDecision
+from routoo_shared.messages import has_image
+from routoo_shared.pool import ModelPool
+from routoo_shared.routed_calls import SETTINGS, RoutedCall, RoutedCalls, Usage
 from routoo_shared.tokens import token_ids
+
+TAG_NOSTREAM = "nostream"  # langgraph.constants.TAG_NOSTREAM: LangGraph's message stream skips these runs
+TOOL_OPTIONS = "tool_options"  # bind_tools' options, replayed on the chosen model's own bind_tools
+STRUCTURED = "structured_output"  # a StructuredOutput request, answered by the chosen model's own method
+NOT_IDENTITY = {"callbacks", "callback_manager", "cache", "rate_limiter", "verbose", "tags", "metadata",
+                "custom_get_token_ids", "profile"}
+# The run that a stream() or invoke() of ours opened, for _stream, which LangChain calls without it.
+_PARENT_RUN: ContextVar[tuple[UUID, RunnableConfig] | None] = ContextVar("routoo_parent_run", default=None)
+_OPEN_ASYNC_STREAMS: dict[UUID, AsyncIterator] = {}  # by our run id: routed streams in flight
+
+
+class StructuredOutput:
+    """A structured-output request bound to a call; its repr (schema and options) keys the LLM cache."""
+
+    def __init__(self, schema: dict | type, options: dict[str, Any]):
+        self.schema = schema
+        self.options = options
+
+    def __repr__(self) -> str:
+        return f"StructuredOutput({json.dumps(convert_to_openai_tool(self.schema), sort_keys=True)}, {self.options!r})"
 
 
 class RoutooChatModel(BaseChatModel, RoutedCalls):
     """Routes each call to the pool model with the best predicted quality under the cost settings.
 
     ``models`` maps pool names to any LangChain chat models; ``router`` holds the pool's specs
-    (prices, latency, capabilities) and the trained predictor. Every routing setting can be
-    overridden per call: ``model.bind(quality_cost_tradeoff=0.2)`` or ``invoke(..., min_quality=0.7)``;
-    ``model="name"`` forces one pool model.
+    (prices, latency, capabilities) and the trained predictor. Spec fields the user left unset are
+    filled from each chat model's LangChain profile (context window, output limit, tool calling,
+    structured output, image input). Every routing setting can be overridden per call:
+    ``model.bind(quality_cost_tradeoff=0.2)``, ``invoke(..., min_quality=0.7)``, configurable fields;
+    ``model="name"`` forces one pool model; ``timeout_s=...`` bounds each attempt.
     """
 
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
     models: dict[str, BaseChatModel]
-    max_tokens: int | None = None
+    max_tokens: int | None = Field(default=None, gt=0)
     stop: list[str] | None = None
 
     @model_validator(mode="after")
     def _pool_matches_models(self) -> "RoutooChatModel":
         self.check_pool(set(self.models))
+        pool = profiled_pool(self.router.pool, self.models)
+        if pool != self.router.pool:
+            self.router = self.router.with_pool(pool)
         return self
 
     # ----- LangChain identity
@@ -52,7 +93,11 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        return {"pool": self.router.pool.names, **self.routing_constraints().model_dump(exclude_defaults=True)}
+        """Everything that changes an answer, for LLM-cache keys: each pool model's own settings, the
+        router (specs and predictor weights), the routing and engine settings, max_tokens, stop."""
+        settings = self.model_dump(include={*SETTINGS, "max_fallbacks", "sticky", "timeout_s", "max_tokens", "stop"})
+        return {"pool": {name: _identity(model) for name, model in self.models.items()},
+                "router": self.router.fingerprint(), "settings": settings}
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(ls_provider="routoo", ls_model_type="chat", ls_model_name=kwargs.get("model", "routoo"))
@@ -66,200 +111,396 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         """tiktoken ids, offline (LangChain's default needs the network and silently returns [])."""
         return token_ids(text)
 
+    # ----- the Runnable entry points: our run's id is known before it starts, so the chosen
+    # model's run nests under it even in _stream; the usage the child reported returns to the caller
+    def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
+               **kwargs: Any) -> AIMessage:
+        config, parent = _with_run_id(config)
+        token = _PARENT_RUN.set(parent)
+        try:
+            return _with_usage(super().invoke(input, config, stop=stop, **kwargs))
+        finally:
+            _PARENT_RUN.reset(token)
+
+    async def ainvoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AIMessage:
+        config, parent = _with_run_id(config)
+        token = _PARENT_RUN.set(parent)
+        try:
+            return _with_usage(await super().ainvoke(input, config, stop=stop, **kwargs))
+        except AttributeError as error:
+            raise _cancellation(error) from error
+        finally:
+            _PARENT_RUN.reset(token)
+
+    def stream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+               stop: list[str] | None = None, **kwargs: Any) -> Iterator[AIMessageChunk]:
+        config, parent = _with_run_id(config)
+        chunks = super().stream(input, config, stop=stop, **kwargs)
+        try:
+            while True:
+                token = _PARENT_RUN.set(parent)
+                try:
+                    chunk = next(chunks)
+                except StopIteration:
+                    return
+                finally:
+                    _PARENT_RUN.reset(token)
+                yield _with_usage(chunk)
+        finally:
+            chunks.close()
+
+    async def astream(self, input: LanguageModelInput, config: RunnableConfig | None = None, *,
+                      stop: list[str] | None = None, **kwargs: Any) -> AsyncIterator[AIMessageChunk]:
+        config, parent = _with_run_id(config)
+        chunks = super().astream(input, config, stop=stop, **kwargs)
+        try:
+            while True:
+                token = _PARENT_RUN.set(parent)
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                finally:
+                    _PARENT_RUN.reset(token)
+                yield _with_usage(chunk)
+        finally:
+            await chunks.aclose()
+            # LangChain's astream leaves our _astream to the garbage collector when it is closed early;
+            # close the routed stream now, so its budget hold settles before this call returns.
+            routed = _OPEN_ASYNC_STREAMS.pop(parent[0], None)
+            if routed is not None and not routed.ag_running:
+                await routed.aclose()
+
     # ----- routing
-    def _route(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> tuple[RoutingDecision, dict[str, Any]]:
-        decision, call = self.route_call(messages, kwargs, requires_tools=bool(kwargs.get("tools")))
+    def _requirements(self, messages: list[BaseMessage], kwargs: dict[str, Any], streaming: bool) -> dict[str, Any]:
+        return {
+            "max_tokens": kwargs.get("max_tokens", self.max_tokens),
+            "requires_tools": bool(kwargs.get("tools")),
+            "requires_structured_output": STRUCTURED in kwargs,
+            "requires_vision": has_image(messages),
+            "prefer_streaming": streaming,
+        }
+
+    def _request(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        request = dict(kwargs)
         if self.max_tokens is not None:
-            call.setdefault("max_tokens", self.max_tokens)
-        return decision, call
+            request.setdefault("max_tokens", self.max_tokens)
+        return request
 
-    def _delegate(self, name: str, call: dict[str, Any]) -> Runnable:
-        """The chosen model with the caller's tools bound now, after routing."""
-        model: Runnable = self.models[name]
-        tools = call.pop("tools", None)
-        if tools:
-            model = self.models[name].bind_tools(tools, tool_choice=call.pop("tool_choice", None))
-        return model.bind(**call) if call else model
+    def _runnable(self, name: str, request: dict[str, Any]) -> Runnable:
+        """The chosen model with the caller's tools bound by its own bind_tools, after routing."""
+        model, request = self._model(name), dict(request)
+        tools, options = request.pop("tools", None), request.pop(TOOL_OPTIONS, {})
+        runnable = model.bind_tools(tools, **options) if tools else model
+        return runnable.bind(**request) if request else runnable
 
-    def _settle_message(self, reservation: Reservation | None, name: str, message: BaseMessage | None) -> None:
-        usage = getattr(message, "usage_metadata", None) or {}
-        self.settle(reservation, name, usage.get("input_tokens"), usage.get("output_tokens"))
+    def _model(self, name: str) -> BaseChatModel:
+        """The pool model; under a global LLM cache, a copy (made now, so it has the model's current
+        settings) that reads none: the routed call is cached once, here, under a key that holds every
+        model's settings (a model's own key may not)."""
+        model = self.models[name]
+        if model.cache is not None or get_llm_cache() is None:
+            return model
+        return model.model_copy(update={"cache": False})
 
-    def _metadata(self, decision: RoutingDecision, attempts: FallbackAttempts) -> dict[str, Any]:
-        return {"routoo": self.decision_record(decision, attempts), "model_name": attempts.answered_by}
+    def _answer(self, name: str, messages: list[BaseMessage], stop: list[str] | None, request: dict[str, Any],
+                config: RunnableConfig) -> BaseMessage:
+        structured = request.get(STRUCTURED)
+        if structured is None:
+            return self._runnable(name, request).invoke(messages, config, stop=stop)
+        return _structured_message(self._structured_runnable(name, structured).invoke(messages, config))
+
+    async def _aanswer(self, name: str, messages: list[BaseMessage], stop: list[str] | None, request: dict[str, Any],
+                       config: RunnableConfig) -> BaseMessage:
+        structured = request.get(STRUCTURED)
+        try:
+            if structured is None:
+                return await self._runnable(name, request).ainvoke(messages, config, stop=stop)
+            return _structured_message(await self._structured_runnable(name, structured).ainvoke(messages, config))
+        except AttributeError as error:
+            raise _cancellation(error) from error
+
+    def _structured_runnable(self, name: str, structured: StructuredOutput) -> Runnable:
+        return self._model(name).with_structured_output(structured.schema, include_raw=True, **structured.options)
 
     # ----- generation
-    def _generate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        decision, call = self._route(messages, kwargs)
+    def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                  run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
         config, stop = _child_config(run_manager), stop or self.stop
-        message, attempts, reservation = self.call_with_fallback(
-            decision, lambda name: _checked(self._delegate(name, dict(call)).invoke(messages, config, stop=stop))
-        )
-        self._settle_message(reservation, attempts.answered_by, message)
-        return _result(message, self._metadata(decision, attempts))
+        message = self.invoke_routed(call, lambda name: self._answer(name, messages, stop, request, config),
+                                     _usage, _has_content)
+        return ChatResult(generations=[ChatGeneration(message=_routed_message(message, call))])
 
-    async def _agenerate(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> ChatResult:
-        decision, call = self._route(messages, kwargs)
+    async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                         run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
+        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
+        config, stop = _child_config(run_manager, asynchronous=True), stop or self.stop
+        message = await self.ainvoke_routed(call, lambda name: self._aanswer(name, messages, stop, request, config),
+                                            _usage, _has_content)
+        return ChatResult(generations=[ChatGeneration(message=_routed_message(message, call))])
+
+    def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
+        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True))
         config, stop = _child_config(run_manager), stop or self.stop
+        if STRUCTURED in request:  # a structured answer arrives whole
+            message = self.invoke_routed(call, lambda name: self._answer(name, messages, stop, request, config),
+                                         _usage, _has_content)
+            yield ChatGenerationChunk(message=_as_chunk(_routed_message(message, call)))
+            return
+        pairs = self.stream_routed(call, lambda name: self._runnable(name, request).stream(messages, config, stop=stop),
+                                   _chunks_usage, _has_content)
+        yield from _routed_chunks(call, pairs)
 
-        async def invoke(name: str) -> BaseMessage:
-            return _checked(await self._delegate(name, dict(call)).ainvoke(messages, config, stop=stop))
-
-        message, attempts, reservation = await self.acall_with_fallback(decision, invoke)
-        self._settle_message(reservation, attempts.answered_by, message)
-        return _result(message, self._metadata(decision, attempts))
-
-    def _stream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[ChatGenerationChunk]:
-        decision, call = self._route(messages, kwargs)
-        config, stop = _child_config(run_manager), stop or self.stop
-
-        def open_stream(name: str) -> tuple[BaseMessage, Iterator[BaseMessage]]:
-            # a model may fail before its first chunk: then the next one streams instead
-            stream = self._delegate(name, dict(call)).stream(messages, config, stop=stop)
-            return _first_chunk(stream), stream
-
-        (first, stream), attempts, reservation = self.call_with_fallback(decision, open_stream)
-        total = None
+    async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
+                       run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
+                       ) -> AsyncIterator[ChatGenerationChunk]:
+        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True))
+        config, stop = _child_config(run_manager, asynchronous=True), stop or self.stop
+        if STRUCTURED in request:
+            message = await self.ainvoke_routed(call, lambda name: self._aanswer(name, messages, stop, request, config),
+                                                _usage, _has_content)
+            yield ChatGenerationChunk(message=_as_chunk(_routed_message(message, call)))
+            return
+        pairs = self.astream_routed(call, lambda name: self._runnable(name, request).astream(messages, config, stop=stop),
+                                    _chunks_usage, _has_content)
+        parent = _PARENT_RUN.get()
+        if parent is not None:
+            _OPEN_ASYNC_STREAMS[parent[0]] = pairs
         try:
-            for index, chunk in enumerate(_chain(first, stream)):
-                chunk = self._annotated(chunk, index, decision, attempts)
-                total = chunk if total is None else total + chunk
-                generation = ChatGenerationChunk(message=chunk)
-                if run_manager:
-                    run_manager.on_llm_new_token(generation.text, chunk=generation)
-                yield generation
-        finally:  # also when the caller stops early or the stream breaks: pay for what was used
-            self._settle_message(reservation, attempts.answered_by, total)
-
-    async def _astream(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None = None,
-        run_manager: AsyncCallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        decision, call = self._route(messages, kwargs)
-        config, stop = _child_config(run_manager), stop or self.stop
-
-        async def open_stream(name: str) -> tuple[BaseMessage, AsyncIterator[BaseMessage]]:
-            stream = self._delegate(name, dict(call)).astream(messages, config, stop=stop)
-            try:
-                return await anext(stream), stream
-            except StopAsyncIteration as end:
-                raise EmptyResponseError("the model's stream ended before any chunk") from end
-
-        (first, stream), attempts, reservation = await self.acall_with_fallback(decision, open_stream)
-        total, index, chunk = None, 0, first
-        try:
-            while chunk is not None:
-                chunk = self._annotated(chunk, index, decision, attempts)
-                total = chunk if total is None else total + chunk
-                generation = ChatGenerationChunk(message=chunk)
-                if run_manager:
-                    await run_manager.on_llm_new_token(generation.text, chunk=generation)
-                yield generation
-                index, chunk = index + 1, await anext(stream, None)
+            routed = _RoutedChunks(call)
+            async for _, chunk in pairs:
+                yield routed.chunk(chunk)
+            yield routed.last()
         finally:
-            self._settle_message(reservation, attempts.answered_by, total)
+            await pairs.aclose()  # settles the hold now, also when this generator is closed early
+            if parent is not None:
+                _OPEN_ASYNC_STREAMS.pop(parent[0], None)
 
-    def _annotated(self, chunk: BaseMessage, index: int, decision: RoutingDecision, attempts: FallbackAttempts) -> AIMessageChunk:
-        """A message chunk; the first one carries the routing decision."""
-        if not isinstance(chunk, AIMessageChunk):
-            chunk = AIMessageChunk(content=chunk.content, response_metadata=dict(chunk.response_metadata))
-        if index == 0:
-            chunk.response_metadata.update(self._metadata(decision, attempts))
-        return chunk
+    # ----- tools and structured output: routed calls like any other
+    def bind(self, **kwargs: Any) -> "RoutedBinding":
+        return RoutedBinding(bound=self, kwargs=kwargs, config={})
 
-    # ----- tools and structured output, bound after routing
-    def bind_tools(
-        self,
-        tools: Sequence[dict[str, Any] | type | Callable | Any],
-        *,
-        tool_choice: str | dict | bool | None = None,
-        **kwargs: Any,
-    ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Keep the tools as given; only tool-capable models are eligible, and the chosen one binds them."""
+    def configurable_fields(self, **kwargs: Any) -> "RoutedConfigurableFields":
+        super().configurable_fields(**kwargs)  # validates the field names
+        return RoutedConfigurableFields(default=self, fields=kwargs)
+
+    def bind_tools(self, tools: Sequence[dict[str, Any] | type | Callable | Any], *,
+                   tool_choice: str | dict | bool | None = None, **kwargs: Any) -> Runnable[LanguageModelInput, AIMessage]:
+        """Tools converted to OpenAI-style schemas now (``strict`` honoured); ``tool_choice`` and every other
+        option are replayed on the chosen model's own ``bind_tools``. Only tool-capable models are eligible."""
+        return self.bind(**self.tool_kwargs(tools, tool_choice=tool_choice, **kwargs))
+
+    def with_structured_output(self, schema: dict | type, *, include_raw: bool = False, **kwargs: Any
+                               ) -> Runnable[LanguageModelInput, dict | BaseModel]:
+        """A routed call among structured-output-capable models that uses the chosen model's own
+        ``with_structured_output(schema, **kwargs)``; settings, budget, callbacks, cache and fallback
+        apply as to any call. The parsed value is validated into ``schema`` when it is a pydantic class."""
+        return self.structured(self, schema, include_raw, kwargs)
+
+    def tool_kwargs(self, tools: Sequence[Any], tool_choice: Any = None, **options: Any) -> dict[str, Any]:
         if not any(spec.supports_tools for spec in self.router.pool.models):
             raise ValueError("no model in the pool supports tools (ModelSpec.supports_tools)")
-        if tool_choice is not None:
-            kwargs["tool_choice"] = tool_choice
-        return self.bind(tools=list(tools), **kwargs)
+        converted = [convert_to_openai_tool(tool, strict=options.get("strict")) for tool in tools]
+        options = {k: v for k, v in {"tool_choice": tool_choice, **options}.items() if v is not None}
+        return {"tools": converted, TOOL_OPTIONS: options} if options else {"tools": converted}
 
-    def with_structured_output(
-        self, schema: dict | type, *, include_raw: bool = False, **kwargs: Any
-    ) -> Runnable[LanguageModelInput, dict | Any]:
-        """Route among structured-output-capable models, then use the chosen model's own implementation."""
+    def structured(self, runnable: Runnable, schema: dict | type, include_raw: bool, options: dict[str, Any]) -> Runnable:
+        """``runnable`` (this model, bound or configurable) asked for ``schema``, then parsed."""
         if not any(spec.supports_structured_output for spec in self.router.pool.models):
             raise ValueError("no model in the pool supports structured output (ModelSpec.supports_structured_output)")
-
-        def decide(value: LanguageModelInput) -> tuple[list[BaseMessage], RoutingDecision]:
-            messages = self._convert_input(value).to_messages()
-            return messages, self.route_call(messages, {}, requires_structured_output=True)[0]
-
-        def structured(name: str) -> Runnable:
-            return self.models[name].with_structured_output(schema, include_raw=include_raw, **kwargs)
-
-        def run(value: LanguageModelInput, config: RunnableConfig) -> Any:
-            messages, decision = decide(value)
-            return self.call_with_fallback(decision, lambda name: structured(name).invoke(messages, config))[0]
-
-        async def arun(value: LanguageModelInput, config: RunnableConfig) -> Any:
-            messages, decision = decide(value)
-            return (await self.acall_with_fallback(decision, lambda name: structured(name).ainvoke(messages, config)))[0]
-
-        return RunnableLambda(run, afunc=arun, name="RoutooStructuredOutput")
+        trace = {"kwargs": {"method": options.get("method", "routed")}, "schema": convert_to_openai_tool(schema)}
+        bound = runnable.bind(**{STRUCTURED: StructuredOutput(schema, options), "ls_structured_output_format": trace})
+        return bound | RunnableLambda(partial(_parsed, schema, include_raw), name="RoutooStructuredOutputParser")
 
 
-def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> dict[str, Any]:
-    """Callbacks for the chosen model's run, nested under the router's run (LLM run managers
-    have no ``get_child``; this is what ``ParentRunManager.get_child`` builds)."""
-    if run_manager is None:
-        return {}
-    async_run = isinstance(run_manager, AsyncCallbackManagerForLLMRun)
-    manager = (AsyncCallbackManager if async_run else CallbackManager)(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
+class RoutedBinding(RunnableBinding):
+    """``RoutooChatModel.bind(...)``: keeps its arguments through ``bind_tools`` and ``with_structured_output``
+    (a plain ``RunnableBinding`` forwards those to the model and drops them)."""
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> "RoutedBinding":
+        return self.bind(**self.bound.tool_kwargs(tools, tool_choice=tool_choice, **kwargs))
+
+    def with_structured_output(self, schema: dict | type, *, include_raw: bool = False, **kwargs: Any) -> Runnable:
+        return self.bound.structured(self, schema, include_raw, kwargs)
+
+
+class RoutedConfigurableFields(RunnableConfigurableFields):
+    """``RoutooChatModel.configurable_fields(...)``: ``bind_tools`` and ``with_structured_output`` stay
+    configurable (LangChain's own forwards them to the default model: langchain-ai/langchain#23167)."""
+
+    def bind_tools(self, tools: Sequence[Any], *, tool_choice: Any = None, **kwargs: Any) -> Runnable:
+        return self.bind(**self.default.tool_kwargs(tools, tool_choice=tool_choice, **kwargs))
+
+    def with_structured_output(self, schema: dict | type, *, include_raw: bool = False, **kwargs: Any) -> Runnable:
+        return self.default.structured(self, schema, include_raw, kwargs)
+
+
+def profiled_pool(pool: ModelPool, models: dict[str, BaseChatModel]) -> ModelPool:
+    """The pool with each spec's unset capability fields filled from its chat model's LangChain profile."""
+    specs = []
+    for spec in pool.models:
+        profile = getattr(models[spec.name], "profile", None) or {}
+        known = {
+            "context_window": profile.get("max_input_tokens"),
+            "max_output_tokens": profile.get("max_output_tokens"),
+            "supports_tools": profile.get("tool_calling"),
+            "supports_structured_output": profile.get("structured_output"),
+            "supports_vision": profile.get("image_inputs"),
+        }
+        update = {k: v for k, v in known.items() if v is not None and k not in spec.model_fields_set}
+        specs.append(spec.model_copy(update=update) if update else spec)
+    return pool if all(a is b for a, b in zip(specs, pool.models)) else ModelPool(models=specs)
+
+
+def _identity(model: BaseChatModel) -> str:
+    """A digest of what makes a chat model answer as it does: LangChain's own cache identity (``dumps``)
+    for a serialisable model, else its fields."""
+    if model.is_lc_serializable():
+        text = dumps(model)
+    else:
+        fields = model.model_dump(exclude=NOT_IDENTITY)
+        text = json.dumps(fields, sort_keys=True, default=lambda value: f"<{type(value).__qualname__}>")
+    return hashlib.sha256(f"{type(model).__qualname__}:{text}".encode()).hexdigest()[:16]
+
+
+def _cancellation(error: AttributeError) -> BaseException:
+    """langchain-core's ``agenerate`` turns a ``CancelledError`` into ``AttributeError: 'CancelledError'
+    object has no attribute 'generations'`` (langchain-ai/langchain#38469): give the cancellation back."""
+    return asyncio.CancelledError() if "'CancelledError'" in str(error) else error
+
+
+def _with_run_id(config: RunnableConfig | None) -> tuple[RunnableConfig, tuple[UUID, RunnableConfig]]:
+    config = ensure_config(config)
+    run_id = config.get("run_id") or uuid4()
+    config = {**config, "run_id": run_id}
+    return config, (run_id, config)
+
+
+def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+                  asynchronous: bool = False) -> RunnableConfig:
+    """Callbacks for the chosen model's run: a child of ours (``ParentRunManager.get_child`` builds the
+    same; LLM run managers have none), tagged ``nostream``."""
+    manager_class = AsyncCallbackManager if asynchronous else CallbackManager
+    if run_manager is not None:
+        manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
+        manager.set_handlers(run_manager.inheritable_handlers)
+        manager.add_tags(run_manager.inheritable_tags)
+        manager.add_metadata(run_manager.inheritable_metadata)
+    elif (parent := _PARENT_RUN.get()) is not None:
+        run_id, config = parent
+        manager = manager_class.configure(config.get("callbacks"), inheritable_tags=config.get("tags"),
+                                          inheritable_metadata=config.get("metadata"))
+        manager.parent_run_id = run_id
+    else:
+        manager = manager_class.configure()
+    manager.add_tags([TAG_NOSTREAM])
     return {"callbacks": manager}
 
 
-def _checked(message: BaseMessage) -> BaseMessage:
-    """Refuse an answer with neither text nor tool calls, so the next model is tried."""
-    if not message.content and not getattr(message, "tool_calls", None):
-        raise EmptyResponseError("the model returned an empty message")
+def _usage(message: BaseMessage) -> Usage | None:
+    usage = getattr(message, "usage_metadata", None)
+    return Usage.checked(usage["input_tokens"], usage["output_tokens"], message.type) if usage else None
+
+
+def _chunks_usage(chunks: Sequence[BaseMessage]) -> Usage | None:
+    reported = [usage for chunk in chunks if (usage := _usage(chunk)) is not None]
+    if not reported:
+        return None
+    return Usage(sum(u.input_tokens for u in reported), sum(u.output_tokens for u in reported))
+
+
+def _has_content(message: BaseMessage) -> bool:
+    return bool(message.content or getattr(message, "tool_calls", None) or getattr(message, "tool_call_chunks", None)
+                or message.additional_kwargs.get("parsed") is not None)
+
+
+def _routed_message(message: BaseMessage, call: RoutedCall) -> AIMessage:
+    """A copy of the answer with the routing record; its usage moves into the record (the chosen model's
+    own run reports it), and returns to the caller's message in ``RoutooChatModel.invoke``."""
+    metadata = dict(message.response_metadata)
+    metadata["routoo"] = {**call.record(), "usage": getattr(message, "usage_metadata", None),
+                          "provider_model_name": metadata.get("model_name")}
+    metadata["model_name"] = call.answered_by
+    if not isinstance(message, AIMessage):
+        message = AIMessage(content=message.content, additional_kwargs=message.additional_kwargs)
+    return message.model_copy(update={"response_metadata": metadata, "usage_metadata": None})
+
+
+class _RoutedChunks:
+    """Copies of the chosen model's chunks (the provider's objects stay untouched): the first carries the
+    routing record and ``model_name`` (the pool name; the provider's own id and the usage go to a last
+    chunk's record), so an aggregated stream names one model and reports usage once."""
+
+    def __init__(self, call: RoutedCall):
+        self.call = call
+        self.usage: dict | None = None
+        self.provider_model_name: str | None = None
+        self.first = True
+
+    def chunk(self, chunk: BaseMessage) -> ChatGenerationChunk:
+        usage = getattr(chunk, "usage_metadata", None)
+        if usage:
+            self.usage = usage if self.usage is None else add_usage(self.usage, usage)
+        metadata = dict(chunk.response_metadata)
+        self.provider_model_name = metadata.pop("model_name", None) or self.provider_model_name
+        if self.first:
+            metadata.update(routoo=self.call.record(), model_name=self.call.answered_by)
+            self.first = False
+        copy = _as_chunk(chunk).model_copy(update={"response_metadata": metadata, "usage_metadata": None})
+        return ChatGenerationChunk(message=copy)
+
+    def last(self) -> ChatGenerationChunk:
+        record = {"usage": self.usage, "provider_model_name": self.provider_model_name}
+        return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"routoo": record}))
+
+
+def _routed_chunks(call: RoutedCall, pairs: Iterator[tuple[str, BaseMessage]]) -> Iterator[ChatGenerationChunk]:
+    routed = _RoutedChunks(call)
+    for _, chunk in pairs:
+        yield routed.chunk(chunk)
+    yield routed.last()
+
+
+def _as_chunk(message: BaseMessage) -> AIMessageChunk:
+    if isinstance(message, AIMessageChunk):
+        return message
+    fields = message.model_dump(exclude={"type", "tool_calls", "invalid_tool_calls"})
+    tool_chunks = [{"name": c["name"], "args": json.dumps(c["args"]), "id": c["id"], "index": i, "type": "tool_call_chunk"}
+                   for i, c in enumerate(getattr(message, "tool_calls", None) or [])]
+    return AIMessageChunk(**{**fields, "tool_call_chunks": tool_chunks})
+
+
+def _with_usage(message: BaseMessage) -> BaseMessage:
+    """The caller's copy of a routed message, with the usage the chosen model reported."""
+    usage = (message.response_metadata.get("routoo") or {}).get("usage")
+    if usage and not getattr(message, "usage_metadata", None):
+        return message.model_copy(update={"usage_metadata": usage})
     return message
 
 
-def _result(message: BaseMessage, metadata: dict[str, Any]) -> ChatResult:
-    message.response_metadata = {**message.response_metadata, **metadata}
-    return ChatResult(generations=[ChatGeneration(message=message)])
+def _structured_message(result: Any) -> AIMessage:
+    """The chosen model's ``{"raw", "parsed", "parsing_error"}`` (or a bare parsed value, from models that
+    ignore ``include_raw``) as one message: the raw answer with the parsed value in ``additional_kwargs``."""
+    if isinstance(result, dict) and "raw" in result and "parsed" in result:
+        raw, parsed, error = result["raw"], result["parsed"], result.get("parsing_error")
+    else:
+        raw, parsed, error = AIMessage(content=""), result, None
+    extra = {"parsed": parsed.model_dump(mode="json") if isinstance(parsed, BaseModel) else parsed}
+    if error is not None:
+        extra["parsing_error"] = f"{type(error).__name__}: {error}"
+    return raw.model_copy(update={"additional_kwargs": {**raw.additional_kwargs, **extra}})
 
 
-def _first_chunk(stream: Iterator[BaseMessage]) -> BaseMessage:
-    try:
-        return next(stream)
-    except StopIteration as stop:
-        raise EmptyResponseError("the model's stream ended before any chunk") from stop
-
-
-def _chain(first: BaseMessage, rest: Iterator[BaseMessage]) -> Iterator[BaseMessage]:
-    yield first
-    yield from rest
+def _parsed(schema: dict | type, include_raw: bool, message: AIMessage) -> Any:
+    """The structured value of a routed answer (validated into ``schema`` when it is a pydantic class)."""
+    parsed, error = message.additional_kwargs.get("parsed"), message.additional_kwargs.get("parsing_error")
+    if parsed is not None and isinstance(schema, type) and issubclass(schema, BaseModel):
+        parsed = schema.model_validate(parsed)
+    if include_raw:
+        return {"raw": message, "parsed": parsed, "parsing_error": error}
+    if error is not None:
+        raise OutputParserException(error, llm_output=str(message.content))
+    return parsed

@@ -153,15 +153,16 @@ def _first_stop(text: str, stop: list[str] | None) -> int | None:
 
 
 def local_pool() -> "ModelPool":
-    """The two local models as a pool. Prices are illustrative (local compute, priced by size)."""
+    """The two local models as a pool. Prices are illustrative (local compute, priced by size); the
+    attempt timeout leaves room for the first call, which loads the model (~20 s once, ~1 s after)."""
     from routoo_shared.pool import ModelPool, ModelSpec
 
     return ModelPool(
         models=[
             ModelSpec(name="smollm2-135m-instruct", price_in_per_mtok=0.01, price_out_per_mtok=0.01,
-                      expected_output_tokens=48, context_window=8192, ttft_s=0.1, tokens_per_s=40),
+                      expected_output_tokens=48, context_window=8192, ttft_s=0.1, tokens_per_s=40, timeout_s=300),
             ModelSpec(name="gemma-3-270m", price_in_per_mtok=0.02, price_out_per_mtok=0.02,
-                      expected_output_tokens=48, context_window=32768, ttft_s=0.2, tokens_per_s=25),
+                      expected_output_tokens=48, context_window=32768, ttft_s=0.2, tokens_per_s=25, timeout_s=300),
         ]
     )
 

@@ -12,6 +12,7 @@ from enum import Enum
 from typing import Any
 
 TEXT_PART_TYPES = {"text", "input_text", "output_text"}
+IMAGE_PART_TYPES = {"image", "image_url", "input_image"}
 USER_ROLES = {"user", "human"}
 PER_MESSAGE_TOKENS = 4  # role and separators, as chat formats add them
 
@@ -58,14 +59,36 @@ def to_turns(prompt_or_messages: Any) -> list[tuple[str, str]]:
         turns = [(_role(prompt_or_messages), content_text(_content(prompt_or_messages)))]
     else:
         turns = [(_role(m), content_text(_content(m))) for m in prompt_or_messages]
-    if not any(text.strip() for _, text in turns):
+    if not any(text.strip() for _, text in turns) and not has_image(prompt_or_messages):
         raise ValueError("empty prompt: the messages contain no text to route on")
     return turns
+
+
+def _parts(content: Any) -> list[Any]:
+    if content is None or isinstance(content, str):
+        return []
+    return list(content) if isinstance(content, Sequence) else [content]
+
+
+def has_image(prompt_or_messages: Any) -> bool:
+    """True when a message holds an image part (OpenAI/LangChain blocks or a LlamaIndex ImageBlock)."""
+    if isinstance(prompt_or_messages, str):
+        return False
+    messages = prompt_or_messages if isinstance(prompt_or_messages, Sequence) and not isinstance(
+        prompt_or_messages, (dict, tuple)) else [prompt_or_messages]
+    for message in messages:
+        for part in _parts(_content(message)):
+            kind = part.get("type") if isinstance(part, dict) else getattr(part, "block_type", None)
+            if kind in IMAGE_PART_TYPES:
+                return True
+    return False
 
 
 def routing_text(prompt_or_messages: Any) -> str:
     """The text the predictor reads. A single turn is used as is, as in training."""
     turns = [(role, text) for role, text in to_turns(prompt_or_messages) if text.strip()]
+    if not turns:  # images only: the predictor reads an empty prompt
+        return ""
     if len(turns) == 1:
         return turns[0][1]
     last_user = max((i for i, (role, _) in enumerate(turns) if role in USER_ROLES), default=len(turns) - 1)

@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+MIN_TIMEOUT_S = 10.0
 
 
 class PriceLookupError(ValueError):
@@ -28,7 +31,13 @@ def lookup_price(model: str, provider: str | None) -> tuple[float, float]:
 
 
 class ModelSpec(BaseModel):
-    """One candidate model. Prices are USD per 1M tokens; latency figures feed ``max_latency_s``."""
+    """One candidate model. Prices are USD per 1M tokens; latency figures feed ``max_latency_s``.
+
+    Every number must be finite and in range (``ValidationError`` naming the field otherwise), so an
+    infinite price or a NaN latency can never win a route.
+    """
+
+    model_config = ConfigDict(allow_inf_nan=False, validate_assignment=True)
 
     name: str = Field(min_length=1)
     provider: str | None = None
@@ -36,13 +45,24 @@ class ModelSpec(BaseModel):
     price_in_per_mtok: float | None = Field(default=None, ge=0)
     price_out_per_mtok: float | None = Field(default=None, ge=0)
     expected_output_tokens: float = Field(default=256, ge=0)
+    max_output_tokens: int = Field(
+        default=4096,
+        gt=0,
+        description="output tokens a call may produce when it sets no max_tokens; a budget holds this much "
+        "before the call, so concurrent calls cannot overspend it",
+    )
     context_window: int = Field(default=8192, gt=0)
     ttft_s: float = Field(default=0.5, ge=0, description="time to first token")
     tokens_per_s: float = Field(default=50.0, gt=0, description="output speed")
     prefill_tokens_per_s: float = Field(default=2000.0, gt=0, description="prompt processing speed")
+    timeout_s: float | None = Field(
+        default=None, gt=0, description="seconds an attempt may take before the next-best model is tried "
+        "(default: twice the latency this spec predicts for the call, at least 10 s)"
+    )
     supports_tools: bool = False
     supports_structured_output: bool = False
     supports_streaming: bool = True
+    supports_vision: bool = False
 
     @model_validator(mode="after")
     def _resolve_price(self) -> "ModelSpec":
@@ -65,9 +85,21 @@ class ModelSpec(BaseModel):
         out = self.expected_output_tokens if output_tokens is None else output_tokens
         return (input_tokens * self.price_in_per_mtok + out * self.price_out_per_mtok) / 1e6
 
-    def latency(self, input_tokens: float) -> float:
+    def latency(self, input_tokens: float, output_tokens: float | None = None) -> float:
         """Seconds to a full answer: first token, prompt processing, then generation."""
-        return self.ttft_s + input_tokens / self.prefill_tokens_per_s + self.expected_output_tokens / self.tokens_per_s
+        out = self.expected_output_tokens if output_tokens is None else output_tokens
+        return self.ttft_s + input_tokens / self.prefill_tokens_per_s + out / self.tokens_per_s
+
+    def output_bound(self, max_tokens: int | None = None) -> int:
+        """Output tokens a call can produce: its ``max_tokens`` when set, else ``max_output_tokens``."""
+        return self.max_output_tokens if max_tokens is None else min(int(max_tokens), self.max_output_tokens)
+
+    def attempt_timeout(self, input_tokens: float, max_tokens: int | None = None) -> float:
+        """Seconds before an attempt on this model is abandoned: ``timeout_s``, else twice the predicted
+        latency (for ``max_tokens`` output when the call sets it), at least ``MIN_TIMEOUT_S``."""
+        if self.timeout_s is not None:
+            return self.timeout_s
+        return max(MIN_TIMEOUT_S, 2 * self.latency(input_tokens, max_tokens))
 
 
 class ModelPool(BaseModel):

@@ -1,22 +1,48 @@
-"""What every framework integration does around a call: settings, routing, budget, fallback record.
+"""What every framework integration does around a call: settings, routing, budget holds, fallback.
 
 ``RoutedCalls`` is a pydantic mixin; ``RoutooChatModel`` (LangChain) and ``RoutooLLM`` (LlamaIndex)
-inherit it next to their framework's base class and only translate messages and responses.
+inherit it next to their framework's base class and only translate messages and responses. A call is
+routed once (``route_call``/``aroute_call``, off the event loop in async code), then one of the four
+drivers (``invoke_routed``, ``ainvoke_routed``, ``stream_routed``, ``astream_routed``) tries the chosen
+model and the next-best ones. On every exit path (answer, error, timeout, cancellation, interrupt,
+abandoned stream) the attempt's budget hold is settled or released, and the model's health updated.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import contextvars
+import hashlib
+import inspect
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from routoo_shared.budget import Reservation, RoutooBudget
-from routoo_shared.fallback import FallbackAttempts
+from routoo_shared import timeouts
+from routoo_shared.budget import BudgetExhaustedError, Reservation, RoutooBudget
+from routoo_shared.fallback import (
+    AllModelsFailedError,
+    Attempt,
+    EmptyResponseError,
+    FallbackPolicy,
+    InvalidUsageError,
+    failure_kind,
+    is_fallback_error,
+)
+from routoo_shared.health import ModelHealth
+from routoo_shared.messages import to_turns
 from routoo_shared.router import Router, RoutingDecision
 from routoo_shared.selector import Constraints
 
 Result = TypeVar("Result")
+Chunk = TypeVar("Chunk")
 
 SETTINGS = (
     "quality_cost_tradeoff",
@@ -27,23 +53,232 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
+FAILURE_WORDS = {
+    "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
+    "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
+}
+STICKY_CONVERSATIONS = 4096  # conversations remembered for sticky routing (least recently used dropped)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens a model reported for one call."""
+
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def checked(cls, input_tokens: Any, output_tokens: Any, model: str) -> "Usage":
+        """``InvalidUsageError`` unless both counts are non-negative whole numbers."""
+        for what, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+            whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
+            if isinstance(value, bool) or not whole or value < 0:
+                raise InvalidUsageError(f"{model} reported {what}={value!r}; expected a non-negative whole number")
+        return cls(int(input_tokens), int(output_tokens))
+
+
+@dataclass
+class RoutedCall:
+    """One call in flight: its decision, output bound, timeout and attempts.
+
+    ``models()`` yields the candidates to try, holding each one's worst-case cost on the budget;
+    ``succeeded``/``failed`` settle or release that hold. Budget refusals and cooldowns reorder or skip
+    candidates without counting as fallbacks.
+    """
+
+    owner: "RoutedCalls"
+    decision: RoutingDecision
+    max_tokens: int | None = None
+    timeout_s: float | None = None
+    sticky_key: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    answered_by: str | None = None
+    cooling: list[str] = field(default_factory=list)
+    _hold: Reservation | None = None
+
+    # ----- candidates
+    def models(self) -> Iterator[str]:
+        """Healthy candidates in rank order, then cooling ones; at most ``1 + max_fallbacks`` tried.
+
+        Each yielded model holds its worst-case cost; one the budget cannot hold is skipped.
+        """
+        healthy, self.cooling = self.owner.health.order([self.decision.model] + self.decision.fallbacks)
+        tried = 0
+        for name in healthy + self.cooling:
+            if tried > self.owner.max_fallbacks or self.answered_by is not None:
+                return
+            try:
+                self._hold = self._reserve(name)
+            except BudgetExhaustedError as error:
+                self.attempts.append(Attempt(model=name, error=str(error), kind="budget", exception=error))
+                continue
+            tried += 1
+            yield name
+
+    def give_up(self) -> Exception:
+        """The error for a call no candidate answered: the budget's refusal when nothing could be
+        held, else ``AllModelsFailedError`` with every attempt's exception (the last as ``__cause__``)."""
+        failures = [a for a in self.attempts if a.exception is not None]
+        if failures and all(a.kind == "budget" for a in failures):
+            return failures[0].exception
+        error = AllModelsFailedError(failures)
+        error.__cause__ = failures[-1].exception if failures else None
+        return error
+
+    def timeout(self, name: str) -> float:
+        """Seconds for one attempt (or the wait for one stream chunk) on ``name``: the call's ``timeout_s``,
+        else the model spec's, else the integration's, else twice the spec's predicted latency (>= 10 s)."""
+        spec = self.owner.router.pool[name]
+        for seconds in (self.timeout_s, spec.timeout_s, self.owner.timeout_s):
+            if seconds is not None:
+                return seconds
+        return spec.attempt_timeout(self.decision.input_tokens, self.max_tokens)
+
+    # ----- budget
+    def _reserve(self, name: str) -> Reservation | None:
+        budget = self.owner.budget
+        if budget is None:
+            return None
+        spec = self.owner.router.pool[name]
+        expected = spec.cost(self.decision.input_tokens, min(spec.expected_output_tokens, spec.output_bound(self.max_tokens)))
+        worst = spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens))
+        return budget.reserve(name, expected, worst)
+
+    def _charge(self, usd: float | None) -> None:
+        """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return
+        if usd is None:
+            self.owner.budget.release(hold)
+        else:
+            self.owner.budget.settle(hold, usd)
+
+    def _prompt_cost(self, name: str) -> float:
+        return self.owner.router.pool[name].cost(self.decision.input_tokens, 0)
+
+    # ----- outcomes
+    def succeeded(self, name: str, usage: Usage | None) -> None:
+        """The model answered: charge its reported usage (else the routing estimate)."""
+        self.committed(name)
+        self.owner.health.succeeded(name)
+        self.ended(name, usage)
+
+    def committed(self, name: str) -> None:
+        """``name`` answers this call: no fallback from here (a stream's hold settles at its end, and its
+        health counts once the stream has ended well or broken)."""
+        self.attempts.append(Attempt(model=name))
+        self.answered_by = name
+        if self.sticky_key is not None:
+            self.owner._remember(self.sticky_key, name)
+
+    def ended(self, name: str, usage: Usage | None) -> None:
+        """A committed stream ended, broke off or was abandoned: charge its reported usage (else the
+        routing estimate: many providers report no usage on streams unless asked)."""
+        estimate = self.decision.candidate(name).estimated_cost_usd
+        self._charge(estimate if usage is None else self._cost(name, usage))
+
+    def broke(self, name: str, error: BaseException) -> None:
+        """A committed stream failed midway: too late to fall back, but the model's health counts it."""
+        if self.owner.falls_back(error):
+            self.owner.health.failed(name, error)
+
+    def _cost(self, name: str, usage: Usage) -> float:
+        return self.owner.router.pool[name].cost(usage.input_tokens, usage.output_tokens)
+
+    def failed(self, name: str, error: BaseException, usage: Usage | None = None) -> bool:
+        """Settle the attempt's hold for ``error``; True when the next model should take over.
+
+        Billed work is charged: reported usage, else the prompt for an empty answer, a timeout, a
+        cancellation or an interrupt (the provider had the request); other errors release the hold.
+        """
+        if usage is None and isinstance(error, EmptyResponseError) and error.output_tokens is not None:
+            usage = Usage.checked(error.input_tokens or 0, error.output_tokens, name)
+        billed = isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
+        if usage is not None:
+            self._charge(self._cost(name, usage))
+        elif isinstance(error, InvalidUsageError):
+            hold = self._hold
+            self._charge(hold.held if hold is not None else None)
+        else:
+            self._charge(self._prompt_cost(name) if billed else None)
+        if not self.owner.falls_back(error):
+            return False
+        self.owner.health.failed(name, error)
+        self.attempts.append(Attempt(model=name, error=f"{type(error).__name__}: {error}", kind=failure_kind(error), exception=error))
+        return True
+
+    # ----- what the response says
+    def reason(self) -> str:
+        """Why ``answered_by`` answered, in one line: the decision, and what happened to the models before it."""
+        model = self.answered_by or self.decision.model
+        before = [f"{a.model} {FAILURE_WORDS[a.kind or 'provider']}" for a in self.attempts if a.model != model and a.error]
+        before += [f"{m} cooling down" for m in self.cooling if m != model and m not in {a.model for a in self.attempts}]
+        notes = ["next best" if model != self.decision.model else self.decision.why] + before
+        if self.decision.sticky:
+            notes.append("kept for this conversation (sticky)")
+        return self.decision.explain(model, "; ".join(notes))
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-ready record both integrations attach to responses under ``routoo``."""
+        record = self.decision.model_dump()
+        record.update(
+            answered_by=self.answered_by,
+            attempts=[a.model_dump() for a in self.attempts],
+            cooling_down=list(self.cooling),
+            reason=self.reason(),
+        )
+        return record
 
 
 class RoutedCalls(BaseModel):
-    """Routing settings (each overridable per call) and the per-call routing steps."""
+    """Routing settings (each overridable per call), failure handling, and the four call drivers."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
     router: Router
-    quality_cost_tradeoff: float = Field(default=0.0, ge=0)
-    max_cost_per_query: float | None = None
-    min_quality: float | None = None
-    max_latency_s: float | None = None
+    quality_cost_tradeoff: float = Field(default=0.0, ge=0, allow_inf_nan=False)
+    max_cost_per_query: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    min_quality: float | None = Field(default=None, ge=0, le=1)
+    max_latency_s: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     allowed_models: list[str] | None = None
     denied_models: list[str] | None = None
     on_infeasible: Literal["raise", "relax"] = "raise"
     max_fallbacks: int = Field(default=2, ge=0, description="next-best models tried after the chosen one fails")
     budget: RoutooBudget | None = Field(default=None, description="spending shared with other chains or agents")
+    timeout_s: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False,
+        description="seconds an attempt (or the wait for a stream's next chunk) may take before the next-best "
+        "model is tried; default: each ModelSpec's timeout_s, else twice its predicted latency, at least 10 s",
+    )
+    allowed_fails: int = Field(default=3, ge=1, description="consecutive failures before a model cools down")
+    cooldown_s: float = Field(default=60.0, ge=0, allow_inf_nan=False, description="rest after repeated failures "
+                              "(a rate-limited model rests for the provider's Retry-After when given)")
+    fallback_on: FallbackPolicy | tuple[type[BaseException], ...] | None = Field(
+        default=None, description="which errors move to the next model: a predicate or exception types "
+        "(default: provider, network, rate-limit, timeout and empty-answer errors; never programming errors)",
+    )
+    sticky: bool = Field(
+        default=False, description="keep the model that answered a conversation's first turn for its later "
+        "turns (agent tool loops; some providers reject another provider's tool-call history)",
+    )
+    _health: ModelHealth | None = PrivateAttr(default=None)
+    _sticky_models: OrderedDict = PrivateAttr(default_factory=OrderedDict)
+
+    @property
+    def health(self) -> ModelHealth:
+        """Failure counts and cooldowns of this object's models, shared by its copies' calls."""
+        if self._health is None:
+            self._health = ModelHealth(self.allowed_fails, self.cooldown_s)
+        return self._health
+
+    def falls_back(self, error: BaseException) -> bool:
+        if not isinstance(error, Exception):  # cancellation, interrupt, generator exit
+            return False
+        policy = self.fallback_on
+        if policy is None:
+            return is_fallback_error(error)
+        return isinstance(error, policy) if isinstance(policy, tuple) else bool(policy(error))
 
     def check_pool(self, given: set[str]) -> None:
         pool = set(self.router.pool.names)
@@ -56,79 +291,255 @@ class RoutedCalls(BaseModel):
     def routing_constraints(self, **overrides: Any) -> Constraints:
         return Constraints(**{name: getattr(self, name) for name in SETTINGS}).merged(**overrides)
 
-    def route_call(self, messages: Any, kwargs: dict[str, Any], **requirements: bool) -> tuple[RoutingDecision, dict[str, Any]]:
-        """The decision, and the call's kwargs without the routing settings.
+    def eligible_models(self, **overrides: Any) -> list[str]:
+        """Pool models this object's settings and the router's own constraints allow for a call with
+        ``overrides`` (per-call settings and capability flags such as ``requires_tools=True``)."""
+        settings = {**self.routing_constraints().model_dump(), **overrides}
+        return self.router.eligible(self.router.constraints.merged(**settings))
 
-        Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``); ``model="name"``
-        forces one pool model; ``requirements`` are capability flags the call needs.
+    # ----- routing
+    def route_call(
+        self,
+        messages: Any,
+        kwargs: dict[str, Any],
+        max_tokens: int | None = None,
+        prefer_streaming: bool = False,
+        **requirements: bool,
+    ) -> tuple[RoutedCall, dict[str, Any]]:
+        """The routed call, and the call's kwargs without the routing settings.
+
+        Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``);
+        ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs
+        (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable models when
+        any is eligible. ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an
+        unknown forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
         """
-        if not messages:
-            raise ValueError("a routed call needs at least one message")
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
         overrides.update({k: v for k, v in requirements.items() if v})
+        if prefer_streaming and self.eligible_models(requires_streaming=True, **overrides):
+            overrides["requires_streaming"] = True
+        timeout_s = call.pop("timeout_s", None)
+        if timeout_s is not None and not (isinstance(timeout_s, (int, float)) and math.isfinite(timeout_s) and timeout_s > 0):
+            raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
         forced = call.pop("model", None)
         if forced is not None:
             self.router.pool[forced]  # unknown model -> KeyError naming the pool
             overrides["allowed_models"] = [forced]
-        decision = self.router.route(messages, budget=self.budget, **self.routing_constraints(**overrides).model_dump())
-        return decision, call
+        constraints = self.routing_constraints(**overrides).model_dump()
+        key = self._conversation_key(messages) if self.sticky else None
+        kept = self._sticky_models.get(key) if key is not None else None
+        decision = None
+        if kept is not None and kept in self.router.eligible(self.router.constraints.merged(**constraints)):
+            decision = self.router.route(messages, budget=self.budget, **{**constraints, "allowed_models": [kept]})
+            decision = decision.model_copy(update={"sticky": True})
+        if decision is None:
+            decision = self.router.route(messages, budget=self.budget, **constraints)
+        return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key), call
 
-    def call_with_fallback(
-        self, decision: RoutingDecision, invoke: Callable[[str], Result]
-    ) -> tuple[Result, FallbackAttempts, Reservation | None]:
-        """``invoke(model)`` on the chosen model, then the next-best ones until one succeeds.
+    async def aroute_call(
+        self,
+        messages: Any,
+        kwargs: dict[str, Any],
+        max_tokens: int | None = None,
+        prefer_streaming: bool = False,
+        **requirements: bool,
+    ) -> tuple[RoutedCall, dict[str, Any]]:
+        """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
+        concurrent calls share predictor passes (``routoo_shared.batching``)."""
+        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, **requirements)
+        return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 
-        Returns the result, the attempt record and the budget hold, which the caller settles
-        once the real usage is known (at the end of a stream).
+    def _conversation_key(self, messages: Any) -> str | None:
+        """A conversation's identity: its turns up to the first user turn (None for a single prompt)."""
+        turns = to_turns(messages)
+        first_user = next((i for i, (role, _) in enumerate(turns) if role in ("user", "human")), 0)
+        opening = turns[: first_user + 1]
+        return hashlib.sha256(repr(opening).encode()).hexdigest()
+
+    def _remember(self, key: str, model: str) -> None:
+        with _STICKY_LOCK:
+            self._sticky_models[key] = model
+            self._sticky_models.move_to_end(key)
+            while len(self._sticky_models) > STICKY_CONVERSATIONS:
+                self._sticky_models.popitem(last=False)
+
+    # ----- the four drivers
+    def invoke_routed(
+        self,
+        call: RoutedCall,
+        invoke: Callable[[str], Result],
+        usage_of: Callable[[Result], Usage | None],
+        has_content: Callable[[Result], bool],
+    ) -> Result:
+        """``invoke(model)`` on the chosen model, then the next-best ones, each within its timeout."""
+        for name in call.models():
+            try:
+                result = timeouts.call(lambda: invoke(name), call.timeout(name), name)
+                usage = usage_of(result)
+                if not has_content(result):
+                    raise _empty(usage)
+            except BaseException as error:
+                if not call.failed(name, error):
+                    raise
+                continue
+            call.succeeded(name, usage)
+            return result
+        raise call.give_up()
+
+    async def ainvoke_routed(
+        self,
+        call: RoutedCall,
+        invoke: Callable[[str], Awaitable[Result]],
+        usage_of: Callable[[Result], Usage | None],
+        has_content: Callable[[Result], bool],
+    ) -> Result:
+        """The async form of ``invoke_routed``."""
+        for name in call.models():
+            try:
+                result = await timeouts.acall(invoke(name), call.timeout(name), name)
+                usage = usage_of(result)
+                if not has_content(result):
+                    raise _empty(usage)
+            except BaseException as error:
+                if not call.failed(name, error):
+                    raise
+                continue
+            call.succeeded(name, usage)
+            return result
+        raise call.give_up()
+
+    def stream_routed(
+        self,
+        call: RoutedCall,
+        open_stream: Callable[[str], Iterator[Chunk]],
+        usage_of: Callable[[Sequence[Chunk]], Usage | None],
+        has_content: Callable[[Chunk], bool],
+    ) -> Iterator[tuple[str, Chunk]]:
+        """(model, chunk) pairs of the first model whose stream reaches content within its timeout.
+
+        Chunks before the first one with content are held back, so a model that fails or streams
+        nothing is replaced by the next-best one; after that the stream is committed to its model.
         """
-        attempts = FallbackAttempts(decision, self.max_fallbacks)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
+        for name in call.models():
+            seen: list[Chunk] = []
+            source = None
             try:
-                result = invoke(name)
-            except Exception as error:  # the next-best candidate takes over
-                self.release(reservation)
-                attempts.failed(name, error)
+                timeout = call.timeout(name)
+                opened = timeouts.call(lambda: iter(open_stream(name)), timeout, name)
+                source = timeouts.TimedIterator(opened, timeout, name)
+                for chunk in source:
+                    seen.append(chunk)
+                    if has_content(chunk):
+                        break
+                else:
+                    raise _empty(usage_of(seen), "the stream ended without content")
+            except BaseException as error:
+                if source is not None:
+                    source.close()
+                if not call.failed(name, error, _safe_usage(usage_of, seen)):
+                    raise
                 continue
-            attempts.succeeded(name)
-            return result, attempts, reservation
-
-    async def acall_with_fallback(
-        self, decision: RoutingDecision, invoke: Callable[[str], Awaitable[Result]]
-    ) -> tuple[Result, FallbackAttempts, Reservation | None]:
-        """The async form of ``call_with_fallback``."""
-        attempts = FallbackAttempts(decision, self.max_fallbacks)
-        for name in attempts:
-            reservation = self.reserve(decision, name)
+            call.committed(name)
             try:
-                result = await invoke(name)
-            except Exception as error:
-                self.release(reservation)
-                attempts.failed(name, error)
-                continue
-            attempts.succeeded(name)
-            return result, attempts, reservation
-
-    def reserve(self, decision: RoutingDecision, name: str) -> Reservation | None:
-        return self.budget.reserve(name, decision.candidate(name).estimated_cost_usd) if self.budget else None
-
-    def settle(self, reservation: Reservation | None, name: str, input_tokens: int | None, output_tokens: int | None) -> None:
-        """Charge the real cost when the model reported its usage, else the estimate."""
-        if reservation is None:
+                for chunk in seen:
+                    yield name, chunk
+                for chunk in source:
+                    seen.append(chunk)
+                    yield name, chunk
+                self.health.succeeded(name)
+            except BaseException as error:
+                call.broke(name, error)
+                raise
+            finally:
+                call.ended(name, _safe_usage(usage_of, seen))
+                source.close()
             return
-        actual = None
-        if input_tokens is not None and output_tokens is not None:
-            actual = self.router.pool[name].cost(input_tokens, output_tokens)
-        self.budget.settle(reservation, actual)
+        raise call.give_up()
 
-    def release(self, reservation: Reservation | None) -> None:
-        if reservation is not None:
-            self.budget.release(reservation)
+    async def astream_routed(
+        self,
+        call: RoutedCall,
+        open_stream: Callable[[str], AsyncIterator[Chunk] | Awaitable[AsyncIterator[Chunk]]],
+        usage_of: Callable[[Sequence[Chunk]], Usage | None],
+        has_content: Callable[[Chunk], bool],
+    ) -> AsyncIterator[tuple[str, Chunk]]:
+        """The async form of ``stream_routed``; ``open_stream`` may return the stream or an awaitable of it."""
+        for name in call.models():
+            seen: list[Chunk] = []
+            source = None
+            try:
+                timeout = call.timeout(name)
+                opened = open_stream(name)
+                source = await timeouts.acall(opened, timeout, name) if inspect.isawaitable(opened) else opened
+                while True:
+                    try:
+                        chunk = await timeouts.anext_within(source, timeout, name)
+                    except StopAsyncIteration:
+                        raise _empty(usage_of(seen), "the stream ended without content") from None
+                    seen.append(chunk)
+                    if has_content(chunk):
+                        break
+            except BaseException as error:
+                falls_back = call.failed(name, error, _safe_usage(usage_of, seen))
+                _close_later(source)
+                if not falls_back:
+                    raise
+                continue
+            call.committed(name)
+            try:
+                for chunk in seen:
+                    yield name, chunk
+                while True:
+                    try:
+                        chunk = await timeouts.anext_within(source, timeout, name)
+                    except StopAsyncIteration:
+                        break
+                    seen.append(chunk)
+                    yield name, chunk
+                self.health.succeeded(name)
+            except BaseException as error:
+                call.broke(name, error)
+                raise
+            finally:
+                call.ended(name, _safe_usage(usage_of, seen))
+                _close_later(source)
+            return
+        raise call.give_up()
 
-    @staticmethod
-    def decision_record(decision: RoutingDecision, attempts: FallbackAttempts) -> dict[str, Any]:
-        """The JSON-ready record both integrations attach to responses under ``routoo``."""
-        record = decision.model_dump()
-        record.update(answered_by=attempts.answered_by, attempts=attempts.record(), reason=decision.explain(attempts.answered_by))
-        return record
+
+_STICKY_LOCK = threading.Lock()
+_CLOSING: set[asyncio.Future] = set()  # streams being closed in the background (kept from the GC)
+# Enough threads that a burst of async calls reaches the predictor batcher together.
+_ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-route")
+
+
+def _empty(usage: Usage | None, message: str = "the model returned an empty answer") -> EmptyResponseError:
+    if usage is None:
+        return EmptyResponseError(message)
+    return EmptyResponseError(message, usage.input_tokens, usage.output_tokens)
+
+
+def _safe_usage(usage_of: Callable[[Sequence[Chunk]], Usage | None], seen: Sequence[Chunk]) -> Usage | None:
+    """Usage of what a stream sent; a stream that broke off may carry none (or an invalid count)."""
+    try:
+        return usage_of(seen) if seen else None
+    except InvalidUsageError:
+        return None
+
+
+def _close_later(source: Any) -> None:
+    """Close an async stream in the background: a timed-out or stuck provider stream may take as long
+    to close as it took to hang, and the caller has already moved on (its hold is settled)."""
+    close = getattr(source, "aclose", None)
+    if close is not None:
+        task = asyncio.ensure_future(_quietly(close()))
+        _CLOSING.add(task)
+        task.add_done_callback(_CLOSING.discard)
+
+
+async def _quietly(closing: Awaitable[Any]) -> None:
+    try:
+        await closing
+    except Exception:  # a broken stream may fail to close; the attempt's outcome is already decided
+        pass

@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
 
+from routoo_shared.batching import BatchingPredictor
 from routoo_shared.budget import BudgetExhaustedError, RoutooBudget
 from routoo_shared.data import BUNDLED_DIR
 from routoo_shared.data import pool_names as expand_pool
 from routoo_shared.messages import prompt_tokens, routing_text
 from routoo_shared.pool import ModelPool
 from routoo_shared.predictor import Predictor, PredictorFileError
-from routoo_shared.selector import Constraints, InfeasibleRoutingError, Selection, Selector, plan_budget
+from routoo_shared.selector import (
+    Constraints,
+    InfeasibleRoutingError,
+    Selection,
+    Selector,
+    capability_masks,
+    plan_budget,
+)
 from routoo_shared.tokens import count_tokens
 
 
@@ -37,6 +49,7 @@ class RoutingDecision(BaseModel):
     input_tokens: int
     binding_constraint: str | None
     candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
+    sticky: bool = False  # kept from the conversation's first turn (RoutedCalls.sticky)
     predictor: str | None = None  # which predictor decided (its head and prompt encoder)
 
     @property
@@ -47,14 +60,16 @@ class RoutingDecision(BaseModel):
     def candidate(self, model: str) -> Candidate:
         return next(c for c in self.candidates if c.model == model)
 
-    def explain(self, answered_by: str | None = None) -> str:
-        """One line: the model, its predicted quality and cost, and why it (or a fallback) answered."""
+    @property
+    def why(self) -> str:
+        """Why the router chose ``model``: the setting that bound the choice, or best predicted quality."""
+        return f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+
+    def explain(self, answered_by: str | None = None, why: str | None = None) -> str:
+        """One line: the model, its predicted quality and cost, and why it answered (``why`` given by
+        the caller that tried the candidates; by default the binding constraint or best quality)."""
         model = answered_by or self.model
-        if model != self.model:
-            skipped = self.fallbacks.index(model) if model in self.fallbacks else 0
-            why = f"fallback: {', '.join([self.model] + self.fallbacks[:skipped])} failed"
-        else:
-            why = f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+        why = why or self.why
         candidate = self.candidate(model)
         return (
             f"{model}: predicted quality {candidate.predicted_quality:.2f}, "
@@ -70,6 +85,11 @@ class Router:
         self.pool = pool
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
+        self._predictor_digest: tuple[tuple, str] = ((), "")
+        self._batcher = BatchingPredictor(self._predict_pool)
+
+    def _predict_pool(self, texts: list[str]) -> np.ndarray:
+        return self.predictor.predict(texts, self.pool.names)
 
     @classmethod
     def from_directory(
@@ -93,6 +113,35 @@ class Router:
     @property
     def constraints(self) -> Constraints:
         return self.selector.constraints
+
+    def with_pool(self, pool: ModelPool) -> "Router":
+        """This router over other specs of the same models (e.g. completed from the models' profiles)."""
+        if pool.names != self.pool.names:
+            raise ValueError(f"with_pool keeps the models: {self.pool.names} != {pool.names}")
+        routed = copy.copy(self)
+        routed.pool, routed.selector = pool, Selector(pool, self.constraints)
+        return routed
+
+    def fingerprint(self) -> str:
+        """A digest of what decides routes: the pool's specs, the constraints and the predictor's saved
+        weights; stable across processes, so LLM-cache keys can hold it."""
+        key = (id(self.predictor), tuple(self.predictor.models))
+        if self._predictor_digest[0] != key:
+            with tempfile.TemporaryDirectory() as folder:
+                self.predictor.save(folder)
+                saved = hashlib.sha256()
+                for name in sorted(os.listdir(folder)):
+                    saved.update(name.encode() + (Path(folder) / name).read_bytes())
+            self._predictor_digest = (key, saved.hexdigest())
+        digest = hashlib.sha256(self._predictor_digest[1].encode())
+        digest.update(self.pool.model_dump_json().encode() + self.constraints.model_dump_json().encode())
+        return digest.hexdigest()[:32]
+
+    def eligible(self, constraints: Constraints | None = None) -> list[str]:
+        """Pool models that the prompt-independent limits allow (allow/deny lists, capabilities)."""
+        masks = capability_masks(self.pool, constraints or self.constraints)
+        allowed = np.all(list(masks.values()), axis=0) if masks else np.ones(len(self.pool), dtype=bool)
+        return [name for name, ok in zip(self.pool.names, allowed) if ok]
 
     def route(self, prompt_or_messages: Any, budget: RoutooBudget | None = None, **settings) -> RoutingDecision:
         return self.route_batch([prompt_or_messages], budget=budget, **settings)[0]
@@ -143,7 +192,7 @@ class Router:
             raise ValueError("route_batch needs at least one prompt")
         texts = [routing_text(p) for p in prompts]
         tokens = np.array([prompt_tokens(p, count_tokens) for p in prompts])
-        return texts, tokens, self.predictor.predict(texts, self.pool.names)
+        return texts, tokens, self._batcher(texts)
 
     def _decisions(self, quality: np.ndarray, tokens: np.ndarray, selection: Selection) -> list[RoutingDecision]:
         cost = self.pool.cost_matrix(tokens)

@@ -11,22 +11,24 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from routoo_shared.pool import ModelPool
 
 # Order matters: a model masked by several constraints is reported under the first.
 CONSTRAINT_ORDER = (
+    "invalid_prediction",
     "allowed_models",
     "denied_models",
     "requires_tools",
     "requires_structured_output",
     "requires_streaming",
+    "requires_vision",
     "context_window",
     "max_latency_s",
     "max_cost_per_query",
 )
-HARD_CONSTRAINTS = CONSTRAINT_ORDER[:6]  # calling an excluded model would fail outright
+HARD_CONSTRAINTS = CONSTRAINT_ORDER[:8]  # calling an excluded model would fail outright (or is unjudgeable)
 
 
 class InfeasibleRoutingError(ValueError):
@@ -38,7 +40,9 @@ class InfeasibleRoutingError(ValueError):
 
 
 class Constraints(BaseModel):
-    """Per-call routing settings. Unset fields do not constrain."""
+    """Per-call routing settings. Unset fields do not constrain; NaN and infinite values are refused."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
 
     quality_cost_tradeoff: float = Field(
         default=0.0,
@@ -54,6 +58,7 @@ class Constraints(BaseModel):
     requires_tools: bool = False
     requires_structured_output: bool = False
     requires_streaming: bool = False
+    requires_vision: bool = False
     on_infeasible: Literal["raise", "relax"] = Field(
         default="raise",
         description="'relax' drops the soft limits (latency, cost ceiling, quality floor) when nothing "
@@ -78,12 +83,9 @@ class Selection(BaseModel, arbitrary_types_allowed=True):
     binding: list[str | None]  # per prompt: the setting that moved the choice off the best-quality model
 
 
-def constraint_masks(
-    pool: ModelPool, input_tokens: np.ndarray, cost: np.ndarray, constraints: Constraints
-) -> dict[str, np.ndarray]:
-    """Boolean (N, M) masks, True where the model is allowed, for each set constraint."""
-    n, names = len(input_tokens), pool.names
-    ones = np.ones((n, len(names)), dtype=bool)
+def capability_masks(pool: ModelPool, constraints: Constraints) -> dict[str, np.ndarray]:
+    """Boolean (M,) masks of the prompt-independent limits: allow/deny lists and capabilities."""
+    names = pool.names
     masks: dict[str, np.ndarray] = {}
     for setting in ("allowed_models", "denied_models"):
         listed = getattr(constraints, setting)
@@ -93,14 +95,28 @@ def constraint_masks(
         if unknown:
             raise KeyError(f"{setting} names unknown model(s) {unknown}; the pool has {names}")
         inside = np.isin(names, listed)
-        masks[setting] = ones & (inside if setting == "allowed_models" else ~inside)[None, :]
+        masks[setting] = inside if setting == "allowed_models" else ~inside
     for setting, flag in (
         ("requires_tools", "supports_tools"),
         ("requires_structured_output", "supports_structured_output"),
         ("requires_streaming", "supports_streaming"),
+        ("requires_vision", "supports_vision"),
     ):
         if getattr(constraints, setting):
-            masks[setting] = ones & np.array([getattr(m, flag) for m in pool.models])[None, :]
+            masks[setting] = np.array([getattr(m, flag) for m in pool.models])
+    return masks
+
+
+def constraint_masks(
+    pool: ModelPool, input_tokens: np.ndarray, cost: np.ndarray, constraints: Constraints, quality: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Boolean (N, M) masks, True where the model is allowed, for each set constraint.
+
+    A non-finite predicted quality (a corrupt predictor) excludes its model as ``invalid_prediction``.
+    """
+    ones = np.ones((len(input_tokens), len(pool)), dtype=bool)
+    masks = {name: ones & mask[None, :] for name, mask in capability_masks(pool, constraints).items()}
+    masks["invalid_prediction"] = np.isfinite(quality)
     tokens = np.asarray(input_tokens, dtype=float)[:, None]
     window = np.array([m.context_window for m in pool.models])[None, :]
     expected_out = np.array([m.expected_output_tokens for m in pool.models])[None, :]
@@ -137,7 +153,7 @@ class Selector:
         constraints = constraints or self.constraints
         quality = np.atleast_2d(np.asarray(quality, dtype=float))
         cost = self.pool.cost_matrix(input_tokens)
-        masks = constraint_masks(self.pool, input_tokens, cost, constraints)
+        masks = constraint_masks(self.pool, input_tokens, cost, constraints, quality)
         excluded_by = _first_exclusion(masks, quality.shape)
         feasible = np.equal(excluded_by, None)
         hard_feasible = np.all([masks[n] for n in HARD_CONSTRAINTS if n in masks], axis=0)
@@ -147,6 +163,7 @@ class Selector:
                 excluded_by[row, 0] if len(set(excluded_by[row])) == 1 else "hard constraints",
                 f"no model can take prompt {row}: " + _explain(self.pool.names, excluded_by[row]),
             )
+        quality = np.where(np.isfinite(quality), quality, 0.0)  # excluded above; keeps arithmetic clean
         scores, floor_met = self._scores(quality, cost, feasible, constraints)
         binding: list[str | None] = [None] * len(quality)
         empty = ~(feasible & floor_met).any(axis=1)

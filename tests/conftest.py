@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from typing import Any
 
 import pytest
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage
-from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from routoo_shared.local_llm import local_router
 from routoo_shared.router import Router
 
+USAGE = {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30}
 # Three bundled-predictor models: cheap, mid, strong. Only the strong one is marked tool-capable.
 TRIO = ["Phi-3-mini-4k-instruct", "Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B-Instruct"]
 
@@ -37,40 +39,57 @@ def trio_router(**settings) -> Router:
 
 
 class ScriptedChatModel(BaseChatModel):
-    """A stand-in provider model for tests of Routoo's own logic (fallback, tools, budget).
+    """A stand-in provider model for tests of Routoo's own logic (fallback, tools, budget, callbacks).
 
-    It answers with a fixed text, calls the first bound tool when tools are bound, raises
-    ``error`` when set, and reports usage like a real provider.
+    Like a provider's class: it answers with a fixed text (streamed word by word, usage and its own
+    model id on the last chunk), calls the first bound tool with ``tool_args`` when tools are bound
+    and the last message is not a tool result, raises ``error`` when set, and reports usage.
     """
 
     name: str = "scripted"
     reply: str = "scripted answer"
     error: str | None = None
+    tool_args: dict = {"a": 1, "b": 2}
     calls: int = 0
 
     @property
     def _llm_type(self) -> str:
         return "scripted"
 
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"name": self.name}
+
     def bind_tools(self, tools, *, tool_choice=None, **kwargs):
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
         return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
 
-    def _generate(self, messages, stop=None, run_manager=None, **kwargs: Any) -> ChatResult:
+    def _message(self, messages, kwargs) -> AIMessage:
         self.calls += 1
         if self.error:
             raise ConnectionError(self.error)
         tools = kwargs.get("tools")
-        tool_calls = (
-            [{"name": tools[0]["function"]["name"], "args": {"a": 1, "b": 2}, "id": "call_1", "type": "tool_call"}]
-            if tools
-            else []
-        )
-        message = AIMessage(
-            content="" if tool_calls else self.reply,
-            tool_calls=tool_calls,
-            usage_metadata={"input_tokens": 10, "output_tokens": 20, "total_tokens": 30},
-        )
-        return ChatResult(generations=[ChatGeneration(message=message)])
+        tool_calls = []
+        if tools and messages[-1].type != "tool":
+            tool_calls = [{"name": tools[0]["function"]["name"], "args": dict(self.tool_args), "id": "call_1", "type": "tool_call"}]
+        return AIMessage(content="" if tool_calls else self.reply, tool_calls=tool_calls, usage_metadata=USAGE,
+                         response_metadata={"model_name": f"{self.name}-served"})
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs: Any) -> ChatResult:
+        return ChatResult(generations=[ChatGeneration(message=self._message(messages, kwargs))])
+
+    def _stream(self, messages, stop=None, run_manager=None, **kwargs: Any):
+        message = self._message(messages, kwargs)
+        if message.tool_calls:
+            call = message.tool_calls[0]
+            yield ChatGenerationChunk(message=AIMessageChunk(content="", tool_call_chunks=[
+                {"name": call["name"], "args": json.dumps(call["args"]), "id": call["id"], "index": 0}]))
+        else:
+            for i, word in enumerate(message.content.split(" ")):
+                yield ChatGenerationChunk(message=AIMessageChunk(content=word if i == 0 else " " + word))
+        yield ChatGenerationChunk(message=AIMessageChunk(content="", usage_metadata=USAGE,
+                                                         response_metadata={"model_name": f"{self.name}-served"}))
 
 
 @pytest.fixture(scope="session")

@@ -117,8 +117,9 @@ def test_routing_text_handles_conversations_and_content_blocks():
     ]
     text = routing_text(conversation)
     assert text.startswith("What is the integral of x^2?") and "Integrals?" in text and "image" not in text
+    assert routing_text([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]) == ""  # images only
     with pytest.raises(ValueError, match="empty prompt"):
-        routing_text([{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}])
+        routing_text([{"role": "user", "content": "  "}])
 
 
 def test_bundled_router_routes_and_batches():

@@ -53,7 +53,7 @@ def router_for(representation: str) -> Router:
     if representation_of(bundled_router.predictor.encoder) == representation:
         return bundled_router
     questions = load_questions(bundled("mmlu_pro"))
-    train = [q for q in questions if split_of(q.id) == "train"][:2000]
+    train = [q for q in questions if split_of(q.id) == "train"][:1000]  # read by the LM: vectors bundled
     dev = [q for q in questions if split_of(q.id) == "dev"][:300]
     pool = with_expected_output(bundled_router.pool, train)
     config = TrainConfig(ensemble=1, epochs=3, temperature_by="log_loss")

@@ -38,6 +38,9 @@ class _Logistic(nn.Module):
     def forward(self, x):
         return self.linear(x)
 
+    def output_bias(self) -> torch.Tensor:
+        return self.linear.bias
+
 
 class _MatrixFactorisation(nn.Module):
     """RouteLLM's mf idea: score(q, m) = w . (v_m * W x_q) + b_m, a prompt-model bilinear form."""
@@ -53,6 +56,9 @@ class _MatrixFactorisation(nn.Module):
         h = self.project(x)[:, None, :] * self.models[None, :, :]
         return self.out(h).squeeze(-1) + self.bias
 
+    def output_bias(self) -> torch.Tensor:
+        return self.bias
+
 
 def fit_baseline(
     kind: str, train_x: np.ndarray, train_correct: np.ndarray, dev_x: np.ndarray, dev_correct: np.ndarray, seed: int = 0
@@ -66,6 +72,10 @@ def fit_baseline(
         network = _MatrixFactorisation(x.shape[1], y.shape[1], 64)
     else:
         raise ValueError(f"unknown baseline {kind!r}; known: logistic, matrix_factorisation")
+    with torch.no_grad():  # start at each model's training accuracy: early stopping may come within a few epochs
+        seen = torch.isfinite(y)
+        rate = torch.where(seen, y, torch.zeros_like(y)).sum(0) / seen.sum(0).clamp(min=1)
+        network.output_bias().copy_(torch.logit(rate.clamp(0.02, 0.98)))
     config = TrainConfig(epochs=100, lr=3e-3, batch_size=128, patience=8, weight_decay=1e-3)
 
     def dev_loss() -> float:

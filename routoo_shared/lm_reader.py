@@ -37,7 +37,7 @@ class LMReader:
     Layer 0 is the embedding output; layer ``n_layers`` is the final (normed) state.
     """
 
-    def __init__(self, model: str = READER_MODEL, layers: tuple[int, ...] = (15,), max_length: int = 128, batch_size: int = 8):
+    def __init__(self, layers: tuple[int, ...], model: str = READER_MODEL, max_length: int = 128, batch_size: int = 8):
         if max_length < 8:
             raise ValueError(f"max_length must be at least 8 tokens, got {max_length}")
         self.model_name = model
@@ -166,7 +166,7 @@ class ReaderEncoder:
     """
 
     kind = "lm_reader"
-    layers: tuple[int, ...] = (16,)
+    layers: tuple[int, ...] = (4,)  # chosen by 5-fold CV among 4, 8, 12 (scripts/select_predictor.py)
     max_length = 128
     components = 128
 
@@ -180,7 +180,7 @@ class ReaderEncoder:
         self.layers = tuple(layers or self.layers)
         self.max_length = max_length or self.max_length
         self.components = components or self.components
-        self.reader = LMReader(READER_MODEL, self.layers, self.max_length)
+        self.reader = LMReader(self.layers, READER_MODEL, self.max_length)
         self.name = f"{READER_MODEL}-L{'-'.join(map(str, self.layers))}-{self.max_length}-pca{self.components}"
         self.projection_path = BUNDLED_EMBEDDINGS / f"{self.name}.projection.npz"
         self.cache = EmbeddingCache(self.name, cache_dir)

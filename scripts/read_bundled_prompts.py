@@ -29,13 +29,14 @@ DATASETS = ("mmlu_pro", "mmlu_routellm")
 CHUNK = 256
 
 
-def read(raw_dir: Path, datasets: list[str], splits: list[str]) -> None:
+def read(raw_dir: Path, datasets: list[str], splits: list[str], stride: int = 1, offset: int = 0) -> None:
+    """Raw reads of every ``stride``-th chunk from ``offset`` (processes with other offsets share the work)."""
     reader = LMReader(layers=CANDIDATE_LAYERS, max_length=ReaderEncoder.max_length)
     for dataset in datasets:
         questions = [q for q in load_questions(bundled(dataset)) if split_of(q.id) in splits]
         for split in splits:
             part = [q for q in questions if split_of(q.id) == split]
-            for start in range(0, len(part), CHUNK):
+            for start in range(CHUNK * offset, len(part), CHUNK * stride):
                 path = raw_dir / dataset / f"{split}_{start // CHUNK:04d}.npz"
                 if path.exists():
                     continue
@@ -88,8 +89,10 @@ if __name__ == "__main__":
     parser.add_argument("--raw-dir", type=Path, required=True)
     parser.add_argument("--dataset", default=",".join(DATASETS))
     parser.add_argument("--split", default="train,dev,test")
+    parser.add_argument("--stride", type=int, default=1, help="with --offset: this process reads chunks offset, offset+stride, ...")
+    parser.add_argument("--offset", type=int, default=0)
     args = parser.parse_args()
     if args.step == "read":
-        read(args.raw_dir, args.dataset.split(","), args.split.split(","))
+        read(args.raw_dir, args.dataset.split(","), args.split.split(","), args.stride, args.offset)
     else:
         export(args.raw_dir)

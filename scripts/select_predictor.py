@@ -29,12 +29,16 @@ from routoo_shared.pool import ModelPool
 from routoo_shared.predictor import Predictor, TrainConfig
 from routoo_shared.routing_quality import RoutingTask, with_expected_output
 
-# Candidate heads: name -> TrainConfig overrides (ensemble of 1 during selection).
+# Candidate heads: name -> TrainConfig overrides (ensemble of 1 during selection). No commas in names (--only).
 HEADS = {
-    "head: difficulty+embedding (old)": dict(categories=False, model_embedding=True),
-    "head: difficulty+categories": dict(categories=True, model_embedding=False),
-    "head: difficulty+categories+embedding": dict(categories=True, model_embedding=True),
-    "head: difficulty+categories, AIQ early stopping": dict(categories=True, model_embedding=False, early_stopping="aiq"),
+    "head: difficulty+embedding (old)": dict(categories=False, model_embedding=True, start_from_rates=False),
+    "head: difficulty+categories": dict(categories=True, model_embedding=False, start_from_rates=False),
+    "head: difficulty+categories+embedding": dict(categories=True, model_embedding=True, start_from_rates=False),
+    "head: difficulty+categories with AIQ early stopping": dict(
+        categories=True, model_embedding=False, start_from_rates=False, early_stopping="aiq"
+    ),
+    "head: difficulty+categories from rates": dict(categories=True, model_embedding=False, start_from_rates=True),
+    "head: difficulty+categories+embedding from rates": dict(categories=True, model_embedding=True, start_from_rates=True),
 }
 
 

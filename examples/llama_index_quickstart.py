@@ -10,14 +10,16 @@ from llama_index_routoo import LocalGGUFLLM, MiniLMEmbedding, RoutooLLM
 from routoo_shared.local_llm import local_router
 
 router = local_router()
-llm = RoutooLLM(llms={name: LocalGGUFLLM(model=name, max_tokens=32) for name in router.pool.names}, router=router)
+llms = {name: LocalGGUFLLM(model=name, max_tokens=32) for name in router.pool.names}
+llm = RoutooLLM(llms=llms, router=router, timeout_s=300)  # a first call loads its model (seconds)
 
 completion = llm.complete("The three primary colours are")
-print(f"complete -> {completion.raw['routoo']['answered_by']}: {completion.raw['routoo']['reason']}")
+record = completion.additional_kwargs["routoo"]
+print(f"complete -> {record['answered_by']}: {record['reason']}")
 print("  ", completion.text.strip()[:100])
 
 chat = llm.chat([ChatMessage(role="user", content="What is the capital of Italy?")], denied_models=["smollm2-135m-instruct"])
-print(f"chat (smollm2 denied) -> {chat.additional_kwargs['model_name']}: {chat.raw['routoo']['reason']}")
+print(f"chat (smollm2 denied) -> {chat.additional_kwargs['model_name']}: {chat.additional_kwargs['routoo']['reason']}")
 print("  ", chat.message.content.strip()[:100])
 
 Settings.llm, Settings.embed_model = llm, MiniLMEmbedding()

@@ -39,7 +39,8 @@ from pydantic import BaseModel, Field, model_validator
 
 from routoo_shared.messages import has_image
 from routoo_shared.pool import ModelPool
-from routoo_shared.routed_calls import SETTINGS, RoutedCall, RoutedCalls, Usage
+from routoo_shared.cascade import AnswerEvidence
+from routoo_shared.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls, Usage
 from routoo_shared.tokens import token_ids
 
 TAG_NOSTREAM = "nostream"  # langgraph.constants.TAG_NOSTREAM: LangGraph's message stream skips these runs
@@ -230,7 +231,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
         config, stop = _child_config(run_manager), stop or self.stop
         message = self.invoke_routed(call, lambda name: self._answer(name, messages, stop, request, config),
-                                     _usage, _has_content)
+                                     _usage, _has_content, _evidence if _plain(request) else None)
         return ChatResult(generations=[ChatGeneration(message=_routed_message(message, call))])
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -238,7 +239,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
         config, stop = _child_config(run_manager, asynchronous=True), stop or self.stop
         message = await self.ainvoke_routed(call, lambda name: self._aanswer(name, messages, stop, request, config),
-                                            _usage, _has_content)
+                                            _usage, _has_content, _evidence if _plain(request) else None)
         return ChatResult(generations=[ChatGeneration(message=_routed_message(message, call))])
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -250,8 +251,10 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
                                          _usage, _has_content)
             yield ChatGenerationChunk(message=_as_chunk(_routed_message(message, call)))
             return
+        first = FirstAnswer(lambda name: self._answer(name, messages, stop, request, config), _usage, _has_content,
+                            _evidence, _as_chunk) if _plain(request) else None
         pairs = self.stream_routed(call, lambda name: self._runnable(name, request).stream(messages, config, stop=stop),
-                                   _chunks_usage, _has_content)
+                                   _chunks_usage, _has_content, first)
         yield from _routed_chunks(call, pairs)
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
@@ -264,8 +267,10 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
                                                 _usage, _has_content)
             yield ChatGenerationChunk(message=_as_chunk(_routed_message(message, call)))
             return
+        first = FirstAnswer(lambda name: self._aanswer(name, messages, stop, request, config), _usage, _has_content,
+                            _evidence, _as_chunk) if _plain(request) else None
         pairs = self.astream_routed(call, lambda name: self._runnable(name, request).astream(messages, config, stop=stop),
-                                    _chunks_usage, _has_content)
+                                    _chunks_usage, _has_content, first)
         parent = _PARENT_RUN.get()
         if parent is not None:
             _OPEN_ASYNC_STREAMS[parent[0]] = pairs
@@ -410,6 +415,22 @@ def _chunks_usage(chunks: Sequence[BaseMessage]) -> Usage | None:
     if not reported:
         return None
     return Usage(sum(u.input_tokens for u in reported), sum(u.output_tokens for u in reported))
+
+
+def _plain(request: dict[str, Any]) -> bool:
+    """A text answer (no tools, no structured output): what a cascade's first model may give."""
+    return not request.get("tools") and STRUCTURED not in request
+
+
+def _evidence(message: BaseMessage) -> AnswerEvidence:
+    """What a cascade reads off a first answer: its length, whether it finished, its log-probabilities
+    (the ``logprobs`` OpenAI-style providers return when asked)."""
+    usage = _usage(message)
+    metadata = message.response_metadata
+    logprobs = [token["logprob"] for token in (metadata.get("logprobs") or {}).get("content") or []]
+    return AnswerEvidence.read(message.text, output_tokens=usage.output_tokens if usage else None,
+                               finished=metadata.get("finish_reason") not in ("length", "max_tokens"),
+                               logprobs=logprobs or None)
 
 
 def _has_content(message: BaseMessage) -> bool:

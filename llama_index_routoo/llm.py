@@ -1,10 +1,35 @@
-"""RoutooLLM: a LlamaIndex LLM that routes every call to one LLM of a pool."""
+"""RoutooLLM: a LlamaIndex LLM that routes every call to one LLM of a pool.
+
+The engine (``routoo_shared.routed_calls``) routes, holds and settles the budget, times attempts out
+and falls back; this module only translates LlamaIndex calls and responses. Two kinds of call:
+
+- message calls (``chat``, ``complete``, their async and stream forms, and tool calls, which LlamaIndex
+  sends through ``chat``): the chosen LLM's same method. Every response and every streamed chunk
+  carries ``additional_kwargs["model_name"]`` (the pool name of the LLM that answered) and
+  ``additional_kwargs["routoo"]`` (the routing record). Tools are formatted by the chosen LLM's own
+  ``_prepare_chat_with_tools`` and read by the answering LLM's ``get_tool_calls_from_response``.
+- template calls (``predict``, ``stream``, ``structured_predict`` and their async and stream forms,
+  so also ``as_structured_llm``): the chosen LLM's same method, so it formats the prompt
+  (``completion_to_prompt``, system prompt) and produces structured output its own way. Their usage is
+  what that LLM's calls reported to LlamaIndex's instrumentation; their record is in ``RoutedCallEvent``.
+
+Streams are lazy: routing and the budget hold happen on the first iteration, so a stream that is never
+iterated costs and holds nothing. Observability: the pool LLM that answers reports each call to
+LlamaIndex's callbacks and instrumentation (once, under its own name, with its usage); RoutooLLM adds no
+LLM events of its own and shares its callback manager with the pool LLMs. ``RoutedCallEvent`` (one per
+answered call) carries the routing record.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+import contextvars
+import pickle
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
+from llama_index.core.base.llms.generic_utils import messages_to_prompt as generic_messages_to_prompt
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
@@ -16,178 +41,236 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
-from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
+from llama_index.core.bridge.pydantic import SerializeAsAny
+from llama_index.core.instrumentation import get_dispatcher, root_dispatcher
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
+from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
 from llama_index.core.llms.function_calling import FunctionCallingLLM
-from llama_index.core.llms.llm import LLM, ToolSelection
+from llama_index.core.llms.llm import LLM, ToolSelection, default_completion_to_prompt
+from llama_index.core.prompts import BasePromptTemplate
+from llama_index.core.schema import BaseComponent
+from llama_index.core.types import PydanticProgramMode
 from pydantic import ConfigDict, model_validator
 
-from routoo_shared.budget import Reservation
-from routoo_shared.fallback import EmptyResponseError, FallbackAttempts
-from routoo_shared.routed_calls import RoutedCalls
-from routoo_shared.router import RoutingDecision
+from routoo_shared.messages import has_image
+from routoo_shared.pool import ModelPool
+from routoo_shared.cascade import AnswerEvidence
+from routoo_shared.routed_calls import FirstAnswer, RoutedCall, RoutedCalls, Usage
+from routoo_shared.tokens import count_tokens
 
-TOOLS_KEY = "routoo_tools"  # tools travel neutral until the chosen LLM formats them
+TOOLS_KEY = "routoo_tools"  # tools travel as given until the chosen LLM formats them
+Result = TypeVar("Result")
+dispatcher = get_dispatcher(__name__)
+
+# LLM fields that shape prompts or throttle calls: each pool LLM applies its own, so RoutooLLM takes none.
+POOL_LLM_SETTINGS = {
+    "system_prompt": None,
+    "messages_to_prompt": generic_messages_to_prompt,
+    "completion_to_prompt": default_completion_to_prompt,
+    "output_parser": None,
+    "query_wrapper_prompt": None,
+    "pydantic_program_mode": PydanticProgramMode.DEFAULT,
+    "rate_limiter": None,
+}
+
+
+class RoutedCallEvent(BaseEvent):
+    """One per answered routed call: the record that ``additional_kwargs["routoo"]`` also carries
+    (the decision, ``answered_by``, every attempt, the reason)."""
+
+    record: dict[str, Any]
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RoutedCallEvent"
 
 
 class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     """Routes each call to the pool LLM with the best predicted quality under the cost settings.
 
     ``llms`` maps pool names to any LlamaIndex LLMs; ``router`` holds their specs and the predictor.
-    Settings are the same as ``RoutooChatModel``'s and can be passed per call as keyword arguments.
+    Settings are the same as ``RoutooChatModel``'s and can be passed per call as keyword arguments
+    (``quality_cost_tradeoff=...``, ``timeout_s=...``, ``model="name"``; in ``llm_kwargs`` for
+    structured calls). Prompt formatting (system prompt, ``completion_to_prompt``, output parser) and
+    rate limits belong to the pool LLMs: setting them on RoutooLLM raises ``ValueError``. Pickles into a
+    working copy (for worker processes) unless it holds a ``budget``, which is one process's.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
 
-    llms: dict[str, LLM]
+    llms: dict[str, SerializeAsAny[LLM]]
 
     @model_validator(mode="after")
-    def _pool_matches_llms(self) -> "RoutooLLM":
+    def _check_settings(self) -> "RoutooLLM":
         self.check_pool(set(self.llms))
+        own = sorted(name for name, default in POOL_LLM_SETTINGS.items() if getattr(self, name) != default)
+        if own:
+            raise ValueError(f"set {own} on the pool LLMs: each one formats its own prompts and limits its own rate")
+        pool = pool_from_metadata(self.router.pool, self.llms)
+        if pool is not self.router.pool:
+            self.router = self.router.with_pool(pool)
+        if "callback_manager" in self.model_fields_set:
+            self._share_callbacks()
         return self
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        super().__setattr__(name, value)
+        if name == "callback_manager":  # query engines and Settings assign the app's manager here
+            self._share_callbacks()
+
+    def _share_callbacks(self) -> None:
+        """The pool LLMs report their calls to RoutooLLM's callback manager (they are the ones that emit)."""
+        for llm in self.llms.values():
+            llm.callback_manager = self.callback_manager
 
     @classmethod
     def class_name(cls) -> str:
         return "RoutooLLM"
 
+    # ----- pickling: a working copy; the original is never touched
+    def __getstate__(self) -> dict[str, Any]:
+        """LlamaIndex's pickling (``BaseComponent`` drops what does not pickle) applied to a copy, so the
+        original keeps every attribute; ``TypeError`` when routing itself would be lost."""
+        if self.budget is not None:
+            pickle.dumps(self.budget)  # raises TypeError naming why
+        copy = self.model_copy(update={"llms": {name: llm.model_copy() for name, llm in self.llms.items()}})
+        state = BaseComponent.__getstate__(copy)
+        lost = sorted((set(RoutedCalls.model_fields) | {"llms"}) - set(state["__dict__"]))
+        if lost:
+            raise TypeError(f"RoutooLLM cannot be pickled: {lost} do not pickle")
+        return state
+
+    # ----- what LlamaIndex reads to size prompts and pick code paths
     @property
     def metadata(self) -> LLMMetadata:
-        """Pool-wide conservative values: what every eligible model can take."""
-        specs = [self.router.pool[name] for name in self._eligible_names()]
+        """What every eligible pool LLM can take: the smallest context window (of the specs, which
+        ``pool_from_metadata`` narrowed to each LLM's own) and the smallest known ``num_output`` (-1 when
+        none is known); a chat model when every eligible LLM is one (else LlamaIndex sends prompts
+        through ``complete``, which each LLM formats its own way); function calling when an eligible LLM
+        supports tools."""
+        names = self.eligible_models()
+        if not names:
+            raise ValueError("no pool LLM is eligible under the router's and RoutooLLM's allowed/denied models")
+        specs = [self.router.pool[name] for name in names]
+        own = [self.llms[name].metadata for name in names]
         return LLMMetadata(
             context_window=min(spec.context_window for spec in specs),
-            num_output=min(self.llms[spec.name].metadata.num_output for spec in specs),
-            is_chat_model=True,
-            is_function_calling_model=any(spec.supports_tools for spec in specs),
+            num_output=min((m.num_output for m in own if m.num_output > 0), default=-1),
+            is_chat_model=all(m.is_chat_model for m in own),
+            is_function_calling_model=any(s.supports_tools and m.is_function_calling_model for s, m in zip(specs, own)),
             model_name="routoo",
         )
 
-    def _eligible_names(self) -> list[str]:
-        names = self.allowed_models or self.router.pool.names
-        return [n for n in names if n not in (self.denied_models or [])]
+    def _needs(self, payload: Any, **needs: bool) -> dict[str, bool]:
+        """Capability flags for a call: the given ones, and vision for images."""
+        return {name: True for name, value in {**needs, "requires_vision": has_image(payload)}.items() if value}
 
-    # ----- one routed call, any kind
-    def _plan(self, payload: Any, kwargs: dict[str, Any]) -> tuple[RoutingDecision, dict[str, Any]]:
-        return self.route_call(payload, kwargs, requires_tools=bool(kwargs.get(TOOLS_KEY)))
+    # ----- message calls
+    def _message_call(
+        self, payload: Any, kwargs: dict[str, Any], streaming: bool
+    ) -> tuple[dict[str, Any], dict[str, bool], Callable[[str, str, dict[str, Any]], Any]]:
+        """(kwargs for ``route_call``, capability flags, send(name, method, call kwargs))."""
+        kwargs = dict(kwargs)
+        tools = kwargs.pop(TOOLS_KEY, None)
+        needs = self._needs(payload, requires_streaming=streaming, requires_tools=tools is not None)
 
-    def _request(self, name: str, kind: str, payload: Any, call: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
-        """The chosen LLM's method and kwargs; tools are formatted by that LLM, after routing."""
-        llm, call = self.llms[name], dict(call)
-        tools = call.pop(TOOLS_KEY, None)
-        options = call.pop("tool_options", {})
-        if tools:
-            prepared = llm._prepare_chat_with_tools(tools, chat_history=list(payload), **options)
-            return getattr(llm, kind), {**call, **prepared}
-        argument = "messages" if "chat" in kind else "prompt"
-        return getattr(llm, kind), {argument: payload, **call}
+        def send(name: str, method: str, call: dict[str, Any]) -> Any:
+            llm = self.llms[name]
+            if tools is None:
+                return getattr(llm, method)(payload, **call)
+            prepared = llm._prepare_chat_with_tools_compat(tools, chat_history=list(payload), **call)
+            return getattr(llm, method)(**prepared)
 
-    def _finish(self, response: Any, decision: RoutingDecision, attempts: FallbackAttempts) -> Any:
-        record = self.decision_record(decision, attempts)
-        response.additional_kwargs = {**(response.additional_kwargs or {}), "routoo": record, "model_name": attempts.answered_by}
-        if response.raw is None or isinstance(response.raw, dict):
-            response.raw = {**(response.raw or {}), "routoo": record}
-        return response
+        return kwargs, needs, send
 
-    def _settle_response(self, reservation: Reservation | None, name: str, response: Any) -> None:
-        usage = (response.additional_kwargs or {}) if response is not None else {}
-        self.settle(reservation, name, usage.get("prompt_tokens"), usage.get("completion_tokens"))
+    def _call(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Any:
+        kwargs, needs, send = self._message_call(payload, kwargs, streaming=False)
+        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        usage_of = _usage_reader(call)
+        evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
+        response = self.invoke_routed(
+            call, lambda name: _named(send(name, method, rest), name), usage_of, _has_content, evidence
+        )
+        return _annotated(response, self._record(call))
 
-    def _call(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> Any:
-        decision, call = self._plan(payload, kwargs)
-
-        def invoke(name: str) -> Any:
-            method, arguments = self._request(name, kind, payload, call)
-            return _checked(method(**arguments))
-
-        response, attempts, reservation = self.call_with_fallback(decision, invoke)
-        self._settle_response(reservation, attempts.answered_by, response)
-        return self._finish(response, decision, attempts)
-
-    async def _acall(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> Any:
-        decision, call = self._plan(payload, kwargs)
+    async def _acall(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Any:
+        kwargs, needs, send = self._message_call(payload, kwargs, streaming=False)
+        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
 
         async def invoke(name: str) -> Any:
-            method, arguments = self._request(name, "a" + kind, payload, call)
-            return _checked(await method(**arguments))
+            return _named(await send(name, method, rest), name)
 
-        response, attempts, reservation = await self.acall_with_fallback(decision, invoke)
-        self._settle_response(reservation, attempts.answered_by, response)
-        return self._finish(response, decision, attempts)
+        usage_of = _usage_reader(call)
+        evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
+        response = await self.ainvoke_routed(call, invoke, usage_of, _has_content, evidence)
+        return _annotated(response, self._record(call))
 
-    def _stream(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
-        decision, call = self._plan(payload, kwargs)
+    def _stream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
+        """Routed on the first iteration; every chunk names the LLM that answered."""
+        kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
+        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        first = self._first_answer_reader(call, needs, lambda name: _named(send(name, _whole(method), rest), name))
+        record = None
+        for name, chunk in self.stream_routed(
+            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
+        ):
+            record = record or self._record(call)
+            yield _annotated(_named(chunk, name), record)
 
-        def open_stream(name: str) -> tuple[Any, Iterator[Any]]:
-            # a model may fail before its first chunk: then the next one streams instead
-            method, arguments = self._request(name, "stream_" + kind, payload, call)
-            stream = iter(method(**arguments))
-            return next(stream), stream
+    async def _astream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
+        kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
+        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
 
-        (first, stream), attempts, reservation = self.call_with_fallback(decision, open_stream)
-        return self._annotated_stream(first, stream, decision, attempts, reservation)
+        async def whole(name: str) -> Any:
+            return _named(await send(name, _whole(method), rest), name)
 
-    def _annotated_stream(self, first, stream, decision, attempts, reservation) -> Iterator[Any]:
-        last = self._finish(first, decision, attempts)
-        try:
-            yield last
-            for last in stream:
-                yield last
-        finally:
-            self._settle_response(reservation, attempts.answered_by, last)
+        first = self._first_answer_reader(call, needs, whole)
+        record = None
+        async for name, chunk in self.astream_routed(
+            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
+        ):
+            record = record or self._record(call)
+            yield _annotated(_named(chunk, name), record)
 
-    async def _astream(self, kind: str, payload: Any, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        decision, call = self._plan(payload, kwargs)
+    @staticmethod
+    def _first_answer_reader(call: RoutedCall, needs: dict[str, bool], invoke: Callable[[str], Any]) -> FirstAnswer | None:
+        """How a stream's cascade calls its first LLM whole (text calls only): the answer becomes one chunk."""
+        if needs.get("requires_tools"):
+            return None
+        usage_of = _usage_reader(call)
+        return FirstAnswer(invoke, usage_of, _has_content, _evidence_reader(usage_of), _as_whole_chunk)
 
-        async def open_stream(name: str) -> tuple[Any, AsyncIterator[Any]]:
-            method, arguments = self._request(name, "astream_" + kind, payload, call)
-            stream = await method(**arguments)
-            return await anext(stream), stream
+    def _record(self, call: RoutedCall) -> dict[str, Any]:
+        record = call.record()
+        dispatcher.event(RoutedCallEvent(record=record))
+        return record
 
-        (first, stream), attempts, reservation = await self.acall_with_fallback(decision, open_stream)
-        return self._aannotated_stream(first, stream, decision, attempts, reservation)
-
-    async def _aannotated_stream(self, first, stream, decision, attempts, reservation) -> AsyncIterator[Any]:
-        last = self._finish(first, decision, attempts)
-        try:
-            yield last
-            async for last in stream:
-                yield last
-        finally:
-            self._settle_response(reservation, attempts.answered_by, last)
-
-    # ----- the LLM interface
-    @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         return self._call("chat", messages, kwargs)
 
-    @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
-        return await self._acall("chat", messages, kwargs)
+        return await self._acall("achat", messages, kwargs)
 
-    @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        return self._stream("chat", messages, kwargs)
+        return self._stream("stream_chat", messages, kwargs)
 
-    @llm_chat_callback()
     async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
-        return await self._astream("chat", messages, kwargs)
+        return self._astream("astream_chat", messages, kwargs)
 
-    @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         return self._call("complete", prompt, {**kwargs, "formatted": formatted})
 
-    @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        return await self._acall("complete", prompt, {**kwargs, "formatted": formatted})
+        return await self._acall("acomplete", prompt, {**kwargs, "formatted": formatted})
 
-    @llm_completion_callback()
     def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        return self._stream("complete", prompt, {**kwargs, "formatted": formatted})
+        return self._stream("stream_complete", prompt, {**kwargs, "formatted": formatted})
 
-    @llm_completion_callback()
     async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
-        return await self._astream("complete", prompt, {**kwargs, "formatted": formatted})
+        return self._astream("astream_complete", prompt, {**kwargs, "formatted": formatted})
 
-    # ----- tools: routed to tool-capable LLMs, formatted and parsed by the one that answers
+    # ----- tools: routed to tool-capable LLMs, formatted, validated and read by the one that answers
     def _prepare_chat_with_tools(
         self,
         tools: Sequence[Any],
@@ -198,29 +281,360 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         tool_required: bool = False,
         **kwargs: Any,
     ) -> dict[str, Any]:
+        """``chat`` kwargs that keep the tools and every option (``tool_choice``, ``strict``, provider
+        keywords) for the chosen LLM's own ``_prepare_chat_with_tools``; routing settings are read first."""
         messages = list(chat_history or [])
         if user_msg is not None:
             messages.append(ChatMessage(role=MessageRole.USER, content=user_msg) if isinstance(user_msg, str) else user_msg)
-        options = {"allow_parallel_tool_calls": allow_parallel_tool_calls, "tool_required": tool_required, "verbose": verbose}
-        return {"messages": messages, TOOLS_KEY: list(tools), "tool_options": options, **kwargs}
+        return {
+            "messages": messages,
+            TOOLS_KEY: list(tools),
+            "verbose": verbose,
+            "allow_parallel_tool_calls": allow_parallel_tool_calls,
+            "tool_required": tool_required,
+            **kwargs,
+        }
+
+    def _answering(self, response: ChatResponse) -> LLM:
+        name = (response.additional_kwargs or {}).get("model_name")
+        if name not in self.llms:
+            raise ValueError("this response was not produced by RoutooLLM (no model_name of its pool)")
+        return self.llms[name]
+
+    def _validate_chat_with_tools_response(
+        self, response: ChatResponse, tools: Sequence[Any], allow_parallel_tool_calls: bool = False, **kwargs: Any
+    ) -> ChatResponse:
+        """The answering LLM's own validation (e.g. one tool call unless parallel calls are allowed)."""
+        return self._answering(response)._validate_chat_with_tools_response(
+            response, tools, allow_parallel_tool_calls=allow_parallel_tool_calls, **kwargs
+        )
 
     def get_tool_calls_from_response(
         self, response: ChatResponse, error_on_no_tool_call: bool = True, **kwargs: Any
     ) -> list[ToolSelection]:
-        answered_by = (response.additional_kwargs or {}).get("model_name")
-        if answered_by not in self.llms:
-            raise ValueError("this response was not produced by RoutooLLM (no routoo record)")
-        llm = self.llms[answered_by]
-        return llm.get_tool_calls_from_response(response, error_on_no_tool_call=error_on_no_tool_call, **kwargs)
+        """The answering LLM's own reading of its response or of any of its streamed chunks."""
+        return self._answering(response).get_tool_calls_from_response(
+            response, error_on_no_tool_call=error_on_no_tool_call, **kwargs
+        )
+
+    # ----- template calls: the chosen LLM formats, calls and parses its own way
+    def _template_call(self, call: RoutedCall, run: Callable[[LLM], Result]) -> Result:
+        def invoke(name: str) -> _Captured:
+            with _capturing() as ends:
+                return _Captured(run(self.llms[name]), ends)
+
+        captured = self.invoke_routed(call, invoke, _captured_usage, _Captured.has_value)
+        self._record(call)
+        return captured.value
+
+    async def _atemplate_call(self, call: RoutedCall, run: Callable[[LLM], Awaitable[Result]]) -> Result:
+        async def invoke(name: str) -> _Captured:
+            with _capturing() as ends:
+                return _Captured(await run(self.llms[name]), ends)
+
+        captured = await self.ainvoke_routed(call, invoke, _captured_usage, _Captured.has_value)
+        self._record(call)
+        return captured.value
+
+    def _template_stream(self, call: RoutedCall, open_stream: Callable[[LLM], Iterator[Result]]) -> Iterator[Result]:
+        def opened(name: str) -> Iterator[_Captured]:
+            ends: list[BaseEvent] = []
+            source = open_stream(self.llms[name])
+            try:
+                while True:
+                    with _capturing(ends):
+                        try:
+                            item = next(source)
+                        except StopIteration:
+                            return
+                    yield _Captured(item, ends)
+            finally:  # abandoned or cut off: the LLM's own stream ends too
+                getattr(source, "close", lambda: None)()
+
+        record = None
+        for _, captured in self.stream_routed(call, opened, _captured_stream_usage, _Captured.has_value):
+            record = record or self._record(call)
+            yield captured.value
+
+    async def _atemplate_stream(
+        self, call: RoutedCall, open_stream: Callable[[LLM], Awaitable[AsyncIterator[Result]]]
+    ) -> AsyncIterator[Result]:
+        async def opened(name: str) -> AsyncIterator[_Captured]:
+            ends: list[BaseEvent] = []
+            with _capturing(ends):
+                source = await open_stream(self.llms[name])
+            try:
+                while True:
+                    with _capturing(ends):
+                        try:
+                            item = await anext(source)
+                        except StopAsyncIteration:
+                            return
+                    yield _Captured(item, ends)
+            finally:
+                await source.aclose()
+
+        record = None
+        async for _, captured in self.astream_routed(call, opened, _captured_stream_usage, _Captured.has_value):
+            record = record or self._record(call)
+            yield captured.value
+
+    def _template_route(self, prompt: BasePromptTemplate, prompt_args: dict[str, Any], llm_kwargs: dict[str, Any] | None, **needs: bool):
+        """(the messages the router reads, kwargs for ``route_call``, capability flags)."""
+        messages = prompt.format_messages(**prompt_args)
+        return messages, dict(llm_kwargs or {}), self._needs(messages, **needs)
+
+    def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        """The chosen LLM's ``predict``: its own chat or completion path and prompt formatting."""
+        messages, kwargs, needs = self._template_route(prompt, prompt_args, None)
+        call, _ = self.route_call(messages, kwargs, **needs)
+        return self._template_call(call, lambda llm: llm.predict(prompt, **prompt_args))
+
+    async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
+        messages, kwargs, needs = self._template_route(prompt, prompt_args, None)
+        call, _ = await self.aroute_call(messages, kwargs, **needs)
+        return await self._atemplate_call(call, lambda llm: llm.apredict(prompt, **prompt_args))
+
+    def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> Iterator[str]:
+        """The chosen LLM's ``stream`` (text deltas); routed on the first iteration."""
+        messages, kwargs, needs = self._template_route(prompt, prompt_args, None, requires_streaming=True)
+        call, _ = self.route_call(messages, kwargs, **needs)
+        yield from self._template_stream(call, lambda llm: llm.stream(prompt, **prompt_args))
+
+    async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> AsyncIterator[str]:
+        messages, kwargs, needs = self._template_route(prompt, prompt_args, None, requires_streaming=True)
+
+        async def deltas() -> AsyncIterator[str]:
+            call, _ = await self.aroute_call(messages, kwargs, **needs)
+            async for delta in self._atemplate_stream(call, lambda llm: llm.astream(prompt, **prompt_args)):
+                yield delta
+
+        return deltas()
+
+    def structured_predict(
+        self, output_cls: type, prompt: BasePromptTemplate, llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
+    ) -> Any:
+        """Routed among structured-output-capable LLMs (``ModelSpec.supports_structured_output``); the
+        chosen LLM's own ``structured_predict`` (JSON schema, function calling or text parsing)."""
+        messages, kwargs, needs = self._template_route(prompt, prompt_args, llm_kwargs, requires_structured_output=True)
+        call, rest = self.route_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+        return self._template_call(
+            call, lambda llm: llm.structured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args)
+        )
+
+    async def astructured_predict(
+        self, output_cls: type, prompt: BasePromptTemplate, llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
+    ) -> Any:
+        messages, kwargs, needs = self._template_route(prompt, prompt_args, llm_kwargs, requires_structured_output=True)
+        call, rest = await self.aroute_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+        return await self._atemplate_call(
+            call, lambda llm: llm.astructured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args)
+        )
+
+    def stream_structured_predict(
+        self, output_cls: type, prompt: BasePromptTemplate, llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
+    ) -> Iterator[Any]:
+        """Partial objects from the chosen LLM's own ``stream_structured_predict``; routed on the first iteration."""
+        messages, kwargs, needs = self._template_route(
+            prompt, prompt_args, llm_kwargs, requires_structured_output=True, requires_streaming=True
+        )
+        call, rest = self.route_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+        yield from self._template_stream(
+            call, lambda llm: llm.stream_structured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args)
+        )
+
+    async def astream_structured_predict(
+        self, output_cls: type, prompt: BasePromptTemplate, llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
+    ) -> AsyncIterator[Any]:
+        messages, kwargs, needs = self._template_route(
+            prompt, prompt_args, llm_kwargs, requires_structured_output=True, requires_streaming=True
+        )
+
+        async def partials() -> AsyncIterator[Any]:
+            call, rest = await self.aroute_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+            stream = self._atemplate_stream(
+                call,
+                lambda llm: llm.astream_structured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args),
+            )
+            async for partial in stream:
+                yield partial
+
+        return partials()
 
 
-def _checked(response: Any) -> Any:
-    """Refuse an answer with neither text nor tool calls, so the next LLM is tried."""
-    message = getattr(response, "message", None)
-    text = response.text if message is None else message.content
-    tool_calls = message is not None and (message.additional_kwargs.get("tool_calls") or any(
-        getattr(block, "block_type", None) == "tool_call" for block in message.blocks
-    ))
-    if not text and not tool_calls:
-        raise EmptyResponseError("the LLM returned an empty response")
+def pool_from_metadata(pool: ModelPool, llms: dict[str, LLM]) -> ModelPool:
+    """The pool with each spec's context window and output lengths narrowed to its LLM's own (a spec
+    may narrow them, never widen them), and tool calling, where the spec leaves it unset, from the LLM's
+    metadata; the same pool when nothing changes. The router then never sends a prompt to an LLM that
+    cannot take it, and expects no more output than the LLM writes (the room LlamaIndex leaves for it)."""
+    specs = []
+    for spec in pool.models:
+        own = llms[spec.name].metadata
+        update: dict[str, Any] = {}
+        if 0 < own.context_window < spec.context_window:
+            update["context_window"] = own.context_window
+        if 0 < own.num_output < spec.max_output_tokens:
+            update["max_output_tokens"] = own.num_output
+        if 0 < own.num_output < spec.expected_output_tokens:
+            update["expected_output_tokens"] = float(own.num_output)
+        if "supports_tools" not in spec.model_fields_set and own.is_function_calling_model != spec.supports_tools:
+            update["supports_tools"] = own.is_function_calling_model
+        specs.append(spec.model_copy(update=update) if update else spec)
+    return pool if all(a is b for a, b in zip(specs, pool.models)) else ModelPool(models=specs)
+
+
+# ----- responses: who answered, what it used, whether it said anything
+def _named(response: Any, name: str) -> Any:
+    response.additional_kwargs = {**(response.additional_kwargs or {}), "model_name": name}
     return response
+
+
+def _annotated(response: Any, record: dict[str, Any]) -> Any:
+    response.additional_kwargs["routoo"] = record
+    return response
+
+
+def _tool_calls(response: Any) -> list[Any]:
+    message = getattr(response, "message", None)
+    if message is None:
+        return []
+    blocks = [b for b in message.blocks if getattr(b, "block_type", None) == "tool_call"]
+    return blocks or list(message.additional_kwargs.get("tool_calls") or [])
+
+
+def _text(response: Any) -> str:
+    message = getattr(response, "message", None)
+    return (message.content if message is not None else response.text) or ""
+
+
+def _whole(stream_method: str) -> str:
+    """The non-streaming method of a stream method: ``astream_chat`` -> ``achat``, ``stream_complete`` -> ``complete``."""
+    return stream_method.replace("stream_", "")
+
+
+def _as_whole_chunk(response: Any) -> Any:
+    """A whole answer as the one chunk of a stream: its text is the chunk's delta."""
+    response.delta = _text(response)
+    return response
+
+
+def _evidence_reader(usage_of: Callable[[Any], Usage]) -> Callable[[Any], AnswerEvidence]:
+    """What a cascade reads off a first answer: its text and the output tokens it used."""
+    return lambda response: AnswerEvidence.read(_text(response), output_tokens=usage_of(response).output_tokens)
+
+
+def _has_content(response: Any) -> bool:
+    """Text, a text delta, or a tool call: an answer (or a stream that has started answering)."""
+    return bool(_text(response) or getattr(response, "delta", None) or _tool_calls(response))
+
+
+def _field(source: Any, *names: str) -> Any:
+    for name in names:
+        value = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
+        if value is not None:
+            return value
+    return None
+
+
+def _reported_usage(response: Any) -> Usage | None:
+    """Usage as LlamaIndex LLMs report it: ``raw["usage"]`` (OpenAI and friends: ``prompt_tokens``/
+    ``completion_tokens``; Anthropic: ``input_tokens``/``output_tokens``), else ``additional_kwargs``."""
+    model = (response.additional_kwargs or {}).get("model_name", "a pool LLM")
+    for source in (_field(response.raw, "usage") if response.raw is not None else None, response.additional_kwargs):
+        if source is None:
+            continue
+        tokens_in, tokens_out = _field(source, "prompt_tokens", "input_tokens"), _field(source, "completion_tokens", "output_tokens")
+        if tokens_in is not None and tokens_out is not None:
+            return Usage.checked(tokens_in, tokens_out, model)
+    return None
+
+
+def _usage_reader(call: RoutedCall) -> Callable[[Any], Usage]:
+    """The reported usage of a response, else its prompt (as routed) and its counted text and tool calls."""
+
+    def usage_of(response: Any) -> Usage:
+        reported = _reported_usage(response)
+        if reported is not None:
+            return reported
+        written = _text(response) + "".join(str(tool_call) for tool_call in _tool_calls(response))
+        return Usage(call.decision.input_tokens, count_tokens(written) if written else 0)
+
+    return usage_of
+
+
+def _stream_usage_reader(call: RoutedCall) -> Callable[[Sequence[Any]], Usage | None]:
+    """A stream's usage: the last chunk that reports one (OpenAI sends it last), else the counted text
+    of the last chunk (LlamaIndex chunks carry the text so far)."""
+    usage_of = _usage_reader(call)
+
+    def stream_usage(chunks: Sequence[Any]) -> Usage | None:
+        for chunk in reversed(chunks):
+            reported = _reported_usage(chunk)
+            if reported is not None:
+                return reported
+        return usage_of(chunks[-1]) if chunks else None
+
+    return stream_usage
+
+
+# ----- usage of template calls: what the chosen LLM's own calls reported to instrumentation
+_CAPTURE: contextvars.ContextVar[list[BaseEvent] | None] = contextvars.ContextVar("routoo_capture", default=None)
+
+
+class _EndEvents(BaseEventHandler):
+    """Keeps the chat and completion end events of calls made inside ``_capturing``."""
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "RoutooEndEvents"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        ends = _CAPTURE.get()
+        if ends is not None and isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)) and event.response is not None:
+            ends.append(event)
+
+
+root_dispatcher.add_event_handler(_EndEvents())
+
+
+@contextmanager
+def _capturing(ends: list[BaseEvent] | None = None) -> Iterator[list[BaseEvent]]:
+    ends = [] if ends is None else ends
+    token = _CAPTURE.set(ends)
+    try:
+        yield ends
+    finally:
+        _CAPTURE.reset(token)
+
+
+@dataclass
+class _Captured:
+    """A template call's result (or one streamed item) and the LLM end events seen while producing it."""
+
+    value: Any
+    ends: list[BaseEvent]
+
+    def has_value(self) -> bool:
+        return self.value is not None and self.value != ""
+
+
+def _event_usage(event: BaseEvent) -> Usage:
+    reported = _reported_usage(event.response)
+    if reported is not None:
+        return reported
+    sent = event.prompt if isinstance(event, LLMCompletionEndEvent) else "\n".join(m.content or "" for m in event.messages)
+    written = _text(event.response)
+    return Usage(count_tokens(sent) if sent else 0, count_tokens(written) if written else 0)
+
+
+def _captured_usage(captured: _Captured) -> Usage | None:
+    """Summed over the LLM calls the template call made (None when the LLM reported none to
+    instrumentation: the engine then charges the routing estimate)."""
+    if not captured.ends:
+        return None
+    usages = [_event_usage(event) for event in captured.ends]
+    return Usage(sum(u.input_tokens for u in usages), sum(u.output_tokens for u in usages))
+
+
+def _captured_stream_usage(items: Sequence[_Captured]) -> Usage | None:
+    return _captured_usage(items[-1]) if items else None  # every item of an attempt shares its events

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
 
 from llama_index.core.base.embeddings.base import BaseEmbedding
 from llama_index.core.base.llms.types import (
     ChatMessage,
     ChatResponse,
+    ChatResponseAsyncGen,
     ChatResponseGen,
     CompletionResponse,
+    CompletionResponseAsyncGen,
     CompletionResponseGen,
     LLMMetadata,
 )
@@ -48,39 +52,67 @@ class LocalGGUFLLM(CustomLLM):
         llm = self._llm()
         return {"prompt_tokens": llm.count_tokens(prompt), "completion_tokens": llm.count_tokens(text) if text else 0}
 
-    @llm_completion_callback()
-    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
-        text = self._llm().generate([{"role": "user", "content": prompt}], kwargs.get("stop"))
+    def _completion(self, prompt: str, stop: list[str] | None) -> CompletionResponse:
+        text = self._llm().generate([{"role": "user", "content": prompt}], stop)
         return CompletionResponse(text=text, additional_kwargs=self._usage(prompt, text))
 
-    @llm_completion_callback()
-    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
-        def pieces() -> CompletionResponseGen:
-            text = ""
-            for piece in self._llm().stream([{"role": "user", "content": prompt}], kwargs.get("stop")):
-                text += piece
-                yield CompletionResponse(text=text, delta=piece)
+    def _completion_stream(self, prompt: str, stop: list[str] | None) -> CompletionResponseGen:
+        text = ""
+        for piece in self._llm().stream([{"role": "user", "content": prompt}], stop):
+            text += piece
+            yield CompletionResponse(text=text, delta=piece)
 
-        return pieces()
-
-    @llm_chat_callback()
-    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+    def _chat(self, messages: Sequence[ChatMessage], stop: list[str] | None) -> ChatResponse:
         turns = self._turns(messages)
-        text = self._llm().generate(turns, kwargs.get("stop"))
+        text = self._llm().generate(turns, stop)
         usage = self._usage("\n".join(t["content"] for t in turns), text)
         return ChatResponse(message=ChatMessage(role="assistant", content=text), additional_kwargs=usage)
 
+    def _chat_stream(self, messages: Sequence[ChatMessage], stop: list[str] | None) -> ChatResponseGen:
+        text = ""
+        for piece in self._llm().stream(self._turns(messages), stop):
+            text += piece
+            yield ChatResponse(message=ChatMessage(role="assistant", content=text), delta=piece)
+
+    @llm_completion_callback()
+    def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return self._completion(prompt, kwargs.get("stop"))
+
+    @llm_completion_callback()
+    def stream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseGen:
+        return self._completion_stream(prompt, kwargs.get("stop"))
+
+    @llm_chat_callback()
+    def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return self._chat(messages, kwargs.get("stop"))
+
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
-        turns = self._turns(messages)
+        return self._chat_stream(messages, kwargs.get("stop"))
 
-        def pieces() -> ChatResponseGen:
-            text = ""
-            for piece in self._llm().stream(turns, kwargs.get("stop")):
-                text += piece
-                yield ChatResponse(message=ChatMessage(role="assistant", content=text), delta=piece)
+    # async forms generate in a worker thread: the event loop keeps running meanwhile
+    @llm_completion_callback()
+    async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
+        return await asyncio.to_thread(self._completion, prompt, kwargs.get("stop"))
 
-        return pieces()
+    @llm_completion_callback()
+    async def astream_complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponseAsyncGen:
+        return _in_thread(self._completion_stream(prompt, kwargs.get("stop")))
+
+    @llm_chat_callback()
+    async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
+        return await asyncio.to_thread(self._chat, messages, kwargs.get("stop"))
+
+    @llm_chat_callback()
+    async def astream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseAsyncGen:
+        return _in_thread(self._chat_stream(messages, kwargs.get("stop")))
+
+
+async def _in_thread(pieces: Iterator[Any]) -> AsyncIterator[Any]:
+    """A sync generator as an async one, each step in a worker thread."""
+    end = object()
+    while (piece := await asyncio.to_thread(next, pieces, end)) is not end:
+        yield piece
 
 
 class MiniLMEmbedding(BaseEmbedding):

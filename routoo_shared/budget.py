@@ -55,6 +55,18 @@ class RoutooBudget:
         self._open_holds = 0  # reserved_usd is reset to exactly 0 when none is open (no float drift)
         self._lock = threading.Lock()
 
+    def __copy__(self) -> "RoutooBudget":
+        return self  # copies of a chain or an LLM share its budget
+
+    def __deepcopy__(self, memo: dict) -> "RoutooBudget":
+        return self
+
+    def __reduce__(self):
+        raise TypeError(
+            "a RoutooBudget cannot be pickled: its guarantee holds for the calls of one process; "
+            "give each process (e.g. each ingestion worker) its own budget"
+        )
+
     def __repr__(self) -> str:
         return (
             f"RoutooBudget(total_usd={self.total_usd}, spent_usd={self.spent_usd:.6g}, "

@@ -156,5 +156,42 @@ def evaluate(
         typer.echo(f"plot: {plot_out}")
 
 
+@app.command("build-pool")
+def build_pool(
+    k: Annotated[int, typer.Option(min=1, help="at most this many models in the pool")] = 5,
+    max_price: Annotated[Optional[float], typer.Option(help="leave out models priced above this (USD per 1M tokens, input or output)")] = None,
+    universe: Annotated[Optional[str], typer.Option(help="comma-separated candidate models; 'open' = mmlu_pro's open-weight models (default: all)")] = None,
+    train: Annotated[Optional[Path], typer.Option(help="training questions (default: bundled train split)")] = None,
+    dev: Annotated[Optional[Path], typer.Option(help="dev questions the pool is chosen on (default: carved from --train by id)")] = None,
+    test: Annotated[Optional[Path], typer.Option(help="test questions whose AIQ is shown per step, never used to choose")] = None,
+    models: Annotated[Optional[Path], typer.Option(help="models.json price sheet")] = None,
+    dataset: DatasetOption = "mmlu_pro",
+    predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder that knows every universe model (default: train one)")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the construction as JSON here")] = None,
+) -> None:
+    """Choose the pool of at most k models that maximises the router's dev AIQ (greedy forward selection)."""
+    from routoo_shared.data import Outcomes
+    from routoo_shared.pool_construction import build_pool as construct, format_construction
+    from routoo_shared.predictor import Predictor
+
+    fit, held = _train_and_dev(train, dev, dataset)
+    candidates = _pool(models, dataset, universe)
+    if predictor:
+        trained = Predictor.load(predictor)
+    else:
+        trained = Predictor.train(
+            [q.prompt for q in fit], Outcomes.from_questions(fit, candidates.names).correct, candidates.names,
+            [q.prompt for q in held], Outcomes.from_questions(held, candidates.names).correct,
+        )
+    test_questions = load_questions(test) if test else None
+    construction = construct(candidates, fit, held, trained, k, max_price, test_questions)
+    typer.echo(format_construction(construction))
+    typer.echo(f"pool: {','.join(construction.pool)}")
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(construction.model_dump_json(indent=1))
+        typer.echo(f"JSON: {json_out}")
+
+
 if __name__ == "__main__":
     app()

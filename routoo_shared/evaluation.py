@@ -41,6 +41,13 @@ Curve = list[tuple[Point, np.ndarray]]
 CurveHook = Callable[["Evaluation", Predictor], "Curve | None"]
 
 
+def default_curve_hooks() -> dict[str, CurveHook]:
+    """The rows every evaluation adds beyond the learned routers: Routoo with cascades."""
+    from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve  # cascades build on this module
+
+    return {CASCADE_ROUTER: cascade_curve}
+
+
 def make_encoder(representation: str):
     """The prompt encoder of a representation name: ``minilm`` or ``lm-reader``."""
     if representation == "minilm":
@@ -157,11 +164,12 @@ class Evaluation:
         chosen = representations or [representation_of(predictor.encoder) if predictor else "minilm"]
         if predictor and representation_of(predictor.encoder) != chosen[0]:
             chosen = [representation_of(predictor.encoder)] + [r for r in chosen if r != representation_of(predictor.encoder)]
-        for representation in chosen:
-            make_encoder(representation)  # unknown names fail before any training
+        unknown = [r for r in chosen if r not in REPRESENTATIONS]
+        if unknown:  # before any training
+            raise ValueError(f"unknown representation(s) {unknown}; known: {REPRESENTATIONS}")
         self.representations = list(dict.fromkeys(chosen))
         self.points, self.seed, self.bootstrap = points, seed, bootstrap
-        self.curve_hooks = dict(curve_hooks or {})
+        self.curve_hooks = dict(curve_hooks) if curve_hooks is not None else default_curve_hooks()
         self.rows: dict[str, Row] = {}
         self.extras = Extras(test_questions=len(self.test), dropped_questions=self.dropped)
 

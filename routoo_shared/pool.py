@@ -62,7 +62,9 @@ class ModelSpec(BaseModel):
     supports_tools: bool = False
     supports_structured_output: bool = False
     supports_streaming: bool = True
-    supports_vision: bool = False
+    supports_vision: bool | None = Field(
+        default=None, description="reads images; None: not declared, so image inputs may still go to it"
+    )
 
     @model_validator(mode="after")
     def _resolve_price(self) -> "ModelSpec":

@@ -23,10 +23,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, model_validator
 
 from routoo_shared import timeouts
 from routoo_shared.budget import BudgetExhaustedError, Reservation, RoutooBudget
+from routoo_shared.cascade import AnswerEvidence, CascadePolicy
 from routoo_shared.fallback import (
     AllModelsFailedError,
     Attempt,
@@ -77,6 +78,19 @@ class Usage:
         return cls(int(input_tokens), int(output_tokens))
 
 
+@dataclass(frozen=True)
+class FirstAnswer:
+    """How an integration calls a cascade's first model without streaming and reads its answer:
+    ``invoke(model)`` (a coroutine function in async drivers), the result's usage, whether it holds
+    content, the evidence the cascade policy reads, and, for streams, the whole answer as one chunk."""
+
+    invoke: Callable[[str], Any]
+    usage_of: Callable[[Any], Usage | None]
+    has_content: Callable[[Any], bool]
+    evidence_of: Callable[[Any], AnswerEvidence]
+    as_chunk: Callable[[Any], Any] = lambda result: result
+
+
 @dataclass
 class RoutedCall:
     """One call in flight: its decision, output bound, timeout and attempts.
@@ -94,6 +108,7 @@ class RoutedCall:
     attempts: list[Attempt] = field(default_factory=list)
     answered_by: str | None = None
     cooling: list[str] = field(default_factory=list)
+    cascaded: dict[str, Any] | None = None  # the cascade's outcome, once its first model was called
     _hold: Reservation | None = None
 
     # ----- candidates
@@ -102,7 +117,11 @@ class RoutedCall:
 
         Each yielded model holds its worst-case cost; one the budget cannot hold is skipped.
         """
-        healthy, self.cooling = self.owner.health.order([self.decision.model] + self.decision.fallbacks)
+        order = [self.decision.model] + self.decision.fallbacks
+        if self.cascaded is not None:  # escalated: the target first, never the first model again
+            plan = self.decision.cascade
+            order = [m for m in dict.fromkeys([plan.target] + order) if m != plan.first]
+        healthy, self.cooling = self.owner.health.order(order)
         tried = 0
         for name in healthy + self.cooling:
             if tried > self.owner.max_fallbacks or self.answered_by is not None:
@@ -114,6 +133,36 @@ class RoutedCall:
                 continue
             tried += 1
             yield name
+
+    def first_call(self, first: FirstAnswer | None) -> str | None:
+        """The cascade's first model when one is planned and can be held on the budget, else None."""
+        plan = self.decision.cascade
+        if plan is None or first is None or self.owner.health.cooling_s(plan.first):
+            return None
+        try:
+            self._hold = self._reserve(plan.first)
+        except BudgetExhaustedError:
+            return None
+        return plan.first
+
+    def read_first(self, name: str, result: Any, usage: Usage | None, first: FirstAnswer) -> bool:
+        """Charge the cascade's first call and read its answer; True when it stands (no escalation)."""
+        plan = self.decision.cascade
+        self.ended(name, usage)
+        answered = first.has_content(result)
+        evidence = first.evidence_of(result) if answered else None
+        escalate = evidence is None or plan.should_escalate(evidence)
+        self.cascaded = {"first": name, "target": plan.target, "escalated": escalate,
+                         "posterior": plan.posterior(evidence) if evidence is not None else None}
+        if not escalate:
+            self.committed(name)
+            self.owner.health.succeeded(name)
+        return not escalate
+
+    def first_failed(self, name: str, error: BaseException) -> bool:
+        """The cascade's first call failed: True when the target should answer (see ``failed``)."""
+        self.cascaded = {"first": name, "target": self.decision.cascade.target, "escalated": True, "posterior": None}
+        return self.failed(name, error)
 
     def give_up(self) -> Exception:
         """The error for a call no candidate answered: the budget's refusal when nothing could be
@@ -226,6 +275,7 @@ class RoutedCall:
             answered_by=self.answered_by,
             attempts=[a.model_dump() for a in self.attempts],
             cooling_down=list(self.cooling),
+            cascade_outcome=self.cascaded,
             reason=self.reason(),
         )
         return record
@@ -262,8 +312,42 @@ class RoutedCalls(BaseModel):
         default=False, description="keep the model that answered a conversation's first turn for its later "
         "turns (agent tool loops; some providers reject another provider's tool-call history)",
     )
+    cascade: CascadePolicy | None = Field(
+        default=None, description="answer-aware cascades: where the policy expects it to pay, a cheap model "
+        "answers first and the planned target only when that answer looks doubtful (use a non-zero "
+        "quality_cost_tradeoff; CascadePolicy.load() is the bundled predictor's)",
+    )
     _health: ModelHealth | None = PrivateAttr(default=None)
     _sticky_models: OrderedDict = PrivateAttr(default_factory=OrderedDict)
+
+    @model_validator(mode="after")
+    def _warm_router(self) -> "RoutedCalls":
+        self.router.warm_up()  # a model built before the event loop runs never stalls it on its first call
+        return self
+
+    # ----- how the settings serialise (to_dict, to_json, model_dump)
+    @field_serializer("router")
+    def _describe_router(self, router: Router) -> dict[str, Any]:
+        """The router by its ``routoo train`` folder (None when built in memory), pool and constraints."""
+        return {
+            "directory": str(router.directory) if router.directory is not None else None,
+            "pool": router.pool.names,
+            "constraints": router.constraints.model_dump(exclude_defaults=True),
+        }
+
+    @field_serializer("budget")
+    def _describe_budget(self, budget: RoutooBudget | None) -> dict[str, float] | None:
+        if budget is None:
+            return None
+        return {"total_usd": budget.total_usd, "spent_usd": budget.spent_usd, "reserved_usd": budget.reserved_usd}
+
+    @field_serializer("fallback_on")
+    def _describe_policy(self, policy: Any) -> list[str] | str | None:
+        if policy is None:
+            return None
+        if isinstance(policy, tuple):
+            return [f"{kind.__module__}.{kind.__qualname__}" for kind in policy]
+        return f"{getattr(policy, '__module__', '?')}.{getattr(policy, '__qualname__', type(policy).__name__)}"
 
     @property
     def health(self) -> ModelHealth:
@@ -334,7 +418,7 @@ class RoutedCalls(BaseModel):
             decision = self.router.route(messages, budget=self.budget, **{**constraints, "allowed_models": [kept]})
             decision = decision.model_copy(update={"sticky": True})
         if decision is None:
-            decision = self.router.route(messages, budget=self.budget, **constraints)
+            decision = self.router.route(messages, budget=self.budget, cascade=self.cascade, **constraints)
         return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key), call
 
     async def aroute_call(
@@ -364,15 +448,51 @@ class RoutedCalls(BaseModel):
             while len(self._sticky_models) > STICKY_CONVERSATIONS:
                 self._sticky_models.popitem(last=False)
 
-    # ----- the four drivers
+    # ----- a cascade's first answer, then the four drivers
+    def _first_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
+        """The cascade's first model's answer when it stands; None when there is no cascade or it escalates."""
+        name = call.first_call(first)
+        if name is None:
+            return None
+        try:
+            result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
+            usage = first.usage_of(result)
+        except BaseException as error:
+            if not call.first_failed(name, error):
+                raise
+            return None
+        return result if call.read_first(name, result, usage, first) else None
+
+    async def _afirst_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
+        """The async form of ``_first_answer``."""
+        name = call.first_call(first)
+        if name is None:
+            return None
+        try:
+            result = await timeouts.acall(first.invoke(name), call.timeout(name), name)
+            usage = first.usage_of(result)
+        except BaseException as error:
+            if not call.first_failed(name, error):
+                raise
+            return None
+        return result if call.read_first(name, result, usage, first) else None
+
+
     def invoke_routed(
         self,
         call: RoutedCall,
         invoke: Callable[[str], Result],
         usage_of: Callable[[Result], Usage | None],
         has_content: Callable[[Result], bool],
+        evidence_of: Callable[[Result], AnswerEvidence] | None = None,
     ) -> Result:
-        """``invoke(model)`` on the chosen model, then the next-best ones, each within its timeout."""
+        """``invoke(model)`` on the chosen model, then the next-best ones, each within its timeout.
+
+        With ``evidence_of`` and a planned cascade, the cascade's first model answers first and its
+        answer stands unless the policy reads it as doubtful."""
+        first = FirstAnswer(invoke, usage_of, has_content, evidence_of) if evidence_of else None
+        if (answer := self._first_answer(call, first)) is not None:
+            return answer
         for name in call.models():
             try:
                 result = timeouts.call(lambda: invoke(name), call.timeout(name), name)
@@ -393,8 +513,12 @@ class RoutedCalls(BaseModel):
         invoke: Callable[[str], Awaitable[Result]],
         usage_of: Callable[[Result], Usage | None],
         has_content: Callable[[Result], bool],
+        evidence_of: Callable[[Result], AnswerEvidence] | None = None,
     ) -> Result:
         """The async form of ``invoke_routed``."""
+        first = FirstAnswer(invoke, usage_of, has_content, evidence_of) if evidence_of else None
+        if (answer := await self._afirst_answer(call, first)) is not None:
+            return answer
         for name in call.models():
             try:
                 result = await timeouts.acall(invoke(name), call.timeout(name), name)
@@ -415,12 +539,18 @@ class RoutedCalls(BaseModel):
         open_stream: Callable[[str], Iterator[Chunk]],
         usage_of: Callable[[Sequence[Chunk]], Usage | None],
         has_content: Callable[[Chunk], bool],
+        first: FirstAnswer | None = None,
     ) -> Iterator[tuple[str, Chunk]]:
         """(model, chunk) pairs of the first model whose stream reaches content within its timeout.
 
         Chunks before the first one with content are held back, so a model that fails or streams
         nothing is replaced by the next-best one; after that the stream is committed to its model.
+        With ``first`` and a planned cascade, the cascade's first model answers whole (one chunk) unless
+        its answer reads as doubtful; only the final model's answer is streamed.
         """
+        if (answer := self._first_answer(call, first)) is not None:
+            yield call.answered_by, first.as_chunk(answer)
+            return
         for name in call.models():
             seen: list[Chunk] = []
             source = None
@@ -463,8 +593,12 @@ class RoutedCalls(BaseModel):
         open_stream: Callable[[str], AsyncIterator[Chunk] | Awaitable[AsyncIterator[Chunk]]],
         usage_of: Callable[[Sequence[Chunk]], Usage | None],
         has_content: Callable[[Chunk], bool],
+        first: FirstAnswer | None = None,
     ) -> AsyncIterator[tuple[str, Chunk]]:
         """The async form of ``stream_routed``; ``open_stream`` may return the stream or an awaitable of it."""
+        if (answer := await self._afirst_answer(call, first)) is not None:
+            yield call.answered_by, first.as_chunk(answer)
+            return
         for name in call.models():
             seen: list[Chunk] = []
             source = None

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from routoo_shared.batching import BatchingPredictor
 from routoo_shared.budget import BudgetExhaustedError, RoutooBudget
+from routoo_shared.cascade import CascadePlan, CascadePolicy
 from routoo_shared.data import BUNDLED_DIR
 from routoo_shared.data import pool_names as expand_pool
 from routoo_shared.messages import prompt_tokens, routing_text
@@ -50,6 +51,7 @@ class RoutingDecision(BaseModel):
     binding_constraint: str | None
     candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
     sticky: bool = False  # kept from the conversation's first turn (RoutedCalls.sticky)
+    cascade: CascadePlan | None = None  # set when a cascade policy planned one: call its first model first
     predictor: str | None = None  # which predictor decided (its head and prompt encoder)
 
     @property
@@ -85,6 +87,7 @@ class Router:
         self.pool = pool
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
+        self.directory: Path | None = None  # the ``routoo train`` folder it was loaded from, if any
         self._predictor_digest: tuple[tuple, str] = ((), "")
         self._batcher = BatchingPredictor(self._predict_pool)
 
@@ -108,11 +111,18 @@ class Router:
         if pool_names:
             spec = pool_names if isinstance(pool_names, str) else ",".join(pool_names)
             pool = pool.subset(expand_pool(spec, pool.names))
-        return cls(pool, predictor, constraints)
+        router = cls(pool, predictor, constraints)
+        router.directory = directory
+        return router
 
     @property
     def constraints(self) -> Constraints:
         return self.selector.constraints
+
+    def warm_up(self) -> None:
+        """Load the encoder, the tokenizer and the predictor now (seconds, once a process) instead of in
+        the first routed call, where their loading holds the GIL and would stall an event loop."""
+        self.predictor.predict(["warm-up"], self.pool.names)
 
     def with_pool(self, pool: ModelPool) -> "Router":
         """This router over other specs of the same models (e.g. completed from the models' profiles)."""
@@ -143,20 +153,26 @@ class Router:
         allowed = np.all(list(masks.values()), axis=0) if masks else np.ones(len(self.pool), dtype=bool)
         return [name for name, ok in zip(self.pool.names, allowed) if ok]
 
-    def route(self, prompt_or_messages: Any, budget: RoutooBudget | None = None, **settings) -> RoutingDecision:
-        return self.route_batch([prompt_or_messages], budget=budget, **settings)[0]
+    def route(
+        self, prompt_or_messages: Any, budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None, **settings
+    ) -> RoutingDecision:
+        return self.route_batch([prompt_or_messages], budget=budget, cascade=cascade, **settings)[0]
 
     def route_batch(
-        self, prompts: list[Any], budget: RoutooBudget | None = None, **settings
+        self, prompts: list[Any], budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None, **settings
     ) -> list[RoutingDecision]:
-        """One decision a prompt; ``settings`` override the router's constraints for this call."""
+        """One decision a prompt; ``settings`` override the router's constraints for this call.
+
+        With a ``cascade`` policy, a decision may carry a ``CascadePlan`` (see ``CascadePolicy``).
+        """
         constraints = self.constraints.merged(**settings)
         if budget is not None:
             ceiling = budget.remaining_usd
             if constraints.max_cost_per_query is not None:
                 ceiling = min(ceiling, constraints.max_cost_per_query)
             constraints = constraints.model_copy(update={"max_cost_per_query": max(ceiling, 0.0)})
-        texts, tokens, quality = self._predict(prompts)
+        texts, tokens, quality = self._predict(prompts, cascade.context if cascade else ())
+        quality, context_quality = quality[:, : len(self.pool)], quality[:, len(self.pool) :]
         try:
             selection = self.selector.select(quality, tokens, constraints)
         except InfeasibleRoutingError as error:
@@ -166,7 +182,39 @@ class Router:
                     f"less than any eligible model costs for this prompt"
                 ) from error
             raise
-        return self._decisions(quality, tokens, selection)
+        decisions = self._decisions(quality, tokens, selection)
+        if cascade is not None:
+            plans = self._plan_cascades(cascade, quality, tokens, selection, constraints, context_quality)
+            decisions = [d.model_copy(update={"cascade": plan}) for d, plan in zip(decisions, plans)]
+        return decisions
+
+    def _plan_cascades(
+        self,
+        policy: CascadePolicy,
+        quality: np.ndarray,
+        tokens: np.ndarray,
+        selection: Selection,
+        constraints: Constraints,
+        context_quality: np.ndarray,
+    ) -> list[CascadePlan | None]:
+        """Cascade plans under the call's constraints, in the trade-off mode's terms.
+
+        The trade-off prices a unit of the priciest eligible model's cost, as in ``Selector``;
+        both calls must be eligible and fit ``max_cost_per_query`` (a shared budget's remainder)
+        together. No plan under a quality floor or where the selection had to relax constraints.
+        """
+        if constraints.min_quality is not None:
+            return [None] * len(quality)
+        cost = self.pool.cost_matrix(tokens)
+        feasible = np.equal(selection.excluded_by, None)
+        reference = np.where(feasible, cost, 0).max(axis=1)
+        price = constraints.quality_cost_tradeoff / np.where(reference > 0, reference, 1.0)
+        ceiling = None
+        if constraints.max_cost_per_query is not None:
+            ceiling = np.full(len(quality), constraints.max_cost_per_query)
+        plans = policy.plans(quality, cost, self.pool.names, price, context_quality, feasible, ceiling)
+        relaxed = [b is not None and b.startswith("relaxed:") for b in selection.binding]
+        return [None if skip else plan for plan, skip in zip(plans, relaxed)]
 
     def calibrate_tradeoff(self, dev_prompts: list[Any], target_cost_per_query: float) -> float:
         """The online form of a budget: set the trade-off so that prompts like ``dev_prompts``
@@ -187,11 +235,14 @@ class Router:
         selection = base.model_copy(update={"chosen": plan.chosen, "binding": binding})
         return self._decisions(quality, tokens, selection)
 
-    def _predict(self, prompts: list[Any]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def _predict(self, prompts: list[Any], context: tuple[str, ...] | list[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Texts, input tokens and predicted quality: the pool's columns, then ``context``'s (one pass)."""
         if not prompts:
             raise ValueError("route_batch needs at least one prompt")
         texts = [routing_text(p) for p in prompts]
         tokens = np.array([prompt_tokens(p, count_tokens) for p in prompts])
+        if context:  # a cascade's context models too: one pass of its own, outside the shared batches
+            return texts, tokens, self.predictor.predict(texts, self.pool.names + list(context))
         return texts, tokens, self._batcher(texts)
 
     def _decisions(self, quality: np.ndarray, tokens: np.ndarray, selection: Selection) -> list[RoutingDecision]:

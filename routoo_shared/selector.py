@@ -102,8 +102,8 @@ def capability_masks(pool: ModelPool, constraints: Constraints) -> dict[str, np.
         ("requires_streaming", "supports_streaming"),
         ("requires_vision", "supports_vision"),
     ):
-        if getattr(constraints, setting):
-            masks[setting] = np.array([getattr(m, flag) for m in pool.models])
+        if getattr(constraints, setting):  # a capability not declared (None) does not exclude
+            masks[setting] = np.array([getattr(m, flag) is not False for m in pool.models])
     return masks
 
 

@@ -376,6 +376,9 @@ def test_streams_prefer_streaming_models_and_images_go_to_vision_models():
     assert list(routoo.stream(QUESTION))[0].response_metadata["model_name"] != best
     assert routoo.invoke(QUESTION).response_metadata["model_name"] == best  # invoke may use it
     image = HumanMessage(content=[{"type": "image", "base64": "iVBORw0KGgo=", "mime_type": "image/png"}])
+    assert routoo.invoke([image]).response_metadata["model_name"] in TRIO  # undeclared: may read images
+    for spec in router.pool.models:
+        spec.supports_vision = False
     with pytest.raises(InfeasibleRoutingError, match="requires_vision"):
         routoo.invoke([image])
     router.pool[TRIO[1]].supports_vision = True

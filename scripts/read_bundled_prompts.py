@@ -7,8 +7,8 @@ Two steps, run in order:
 
 ``read`` runs SmolLM2-135M-Instruct over every prompt and stores the raw reads of the candidate
 layers (float16, chunks of 256 questions; an interrupted run resumes where it stopped). It is the
-slow part: 0.5 s or more a prompt on one CPU core (MMLU-Pro prompts truncated to 128 tokens), i.e.
-hours for both datasets; split it across processes with ``--split``/``--dataset``. ``export`` keeps
+slow part: about 0.7 CPU-seconds a prompt (MMLU-Pro prompts truncated to 128 tokens, one thread),
+i.e. hours for both datasets; split it across processes with ``--split``/``--dataset``. ``export`` keeps
 the reader's chosen layers, fits the projection on the training split's reads, and writes the
 projected float16 vectors of every question read so far, and the projection, next to the MiniLM
 vectors in ``routoo_shared/datasets/embeddings/``.

@@ -94,11 +94,17 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        """Everything that changes an answer, for LLM-cache keys: each pool model's own settings, the
-        router (specs and predictor weights), the routing and engine settings, max_tokens, stop."""
+        """The pool and the settings, as tracers show them (computed on every call: kept cheap)."""
         settings = self.model_dump(include={*SETTINGS, "max_fallbacks", "sticky", "timeout_s", "max_tokens", "stop"})
-        return {"pool": {name: _identity(model) for name, model in self.models.items()},
-                "router": self.router.fingerprint(), "settings": settings}
+        return {"pool": self.router.pool.names, "settings": settings}
+
+    def _get_llm_string(self, stop: list[str] | None = None, **kwargs: Any) -> str:
+        """The LLM-cache key (LangChain asks for it only when a cache is on): LangChain's own (settings,
+        call arguments, tools), plus each pool model's own settings and the router's specs and predictor
+        weights, as digests, so a persistent cache never serves one configuration's answer to another."""
+        identity = {"pool": {name: _identity(model) for name, model in self.models.items()},
+                    "router": self.router.fingerprint()}
+        return f"{super()._get_llm_string(stop=stop, **kwargs)}---{json.dumps(identity, sort_keys=True)}"
 
     def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
         params = LangSmithParams(ls_provider="routoo", ls_model_type="chat", ls_model_name=kwargs.get("model", "routoo"))

@@ -19,6 +19,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pret
 DatasetOption = Annotated[str, typer.Option(help="bundled dataset used where no file is given: mmlu_pro or mmlu_routellm")]
 PoolOption = Annotated[Optional[str], typer.Option(help="comma-separated model names; 'open' = mmlu_pro's open-weight models")]
 ModelsOption = Annotated[Optional[Path], typer.Option(help="models.json: the pool's models and prices (required with your own data)")]
+RepresentationOption = Annotated[
+    str, typer.Option(help="prompt representation: minilm (fast) or lm-reader (SmolLM2 hidden states, slower)")
+]
 EXIT_BAD_INPUT = 2
 
 
@@ -120,6 +123,7 @@ def train(
     models: ModelsOption = None,
     dataset: DatasetOption = "mmlu_pro",
     pool: PoolOption = None,
+    representation: RepresentationOption = "minilm",
 ) -> None:
     """Train the performance predictor on scores in [0, 1] and report its dev-split quality per model.
 
@@ -133,16 +137,13 @@ def train(
     check_results(fit + held, read_models(sheet).names, source="the training questions")
     model_pool = _pool(sheet, pool)
     check_trainable(fit, held, model_pool)  # every input is checked before torch loads
-    from routoo_shared.evaluation import with_expected_output
-    from routoo_shared.predictor import Predictor
+    from routoo_shared.evaluation import make_encoder, train_head, with_expected_output
 
     labelled = {name for q in fit for name in q.results}
     learned = with_expected_output(ModelPool(models=[m for m in model_pool.models if m.name in labelled]), fit)
     names = learned.names
     dev_scores = Outcomes.from_questions(held, names).correct
-    predictor = Predictor.train(
-        [q.prompt for q in fit], Outcomes.from_questions(fit, names).correct, names, [q.prompt for q in held], dev_scores
-    )
+    predictor = train_head(learned, fit, held, encoder=make_encoder(representation))
     predictor.save(out)
     saved = ModelPool(models=[next((m for m in learned.models if m.name == s.name), s) for s in model_pool.models])
     (out / "pool.json").write_text(saved.model_dump_json(indent=1))
@@ -182,7 +183,7 @@ def route(
     if json_out:
         typer.echo(decision.model_dump_json(indent=1))  # JSON escapes control characters itself
         return
-    say(f"chosen: {decision.explain()}  [{decision.input_tokens} input tokens]")
+    say(f"chosen: {decision.explain()}  [{decision.input_tokens} input tokens; predictor {decision.predictor}]")
     say(f"{'rank':>4s} {'model':32s} {'P(correct)':>10s} {'USD/1k calls':>12s}  excluded by")
     for rank, candidate in enumerate(decision.candidates, 1):
         flag = " (prior)" if candidate.unlabelled else ""
@@ -204,6 +205,10 @@ def evaluate(
     predictor: Annotated[Optional[Path], typer.Option(help="use this trained predictor instead of training one")] = None,
     reference: Annotated[Optional[str], typer.Option(help="comma-separated models to compare against in the table")] = None,
     points: Annotated[int, typer.Option(min=20, help="operating points per router curve")] = 40,
+    representations: Annotated[
+        Optional[str], typer.Option(help="comma-separated: minilm, lm-reader (default: the predictor's, else minilm)")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(min=0, help="bootstrap resamples for the AIQ intervals")] = 1000,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON here")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="write the accuracy/cost PNG here")] = None,
 ) -> None:
@@ -224,7 +229,8 @@ def evaluate(
     from routoo_shared.predictor import Predictor
 
     evaluation = Evaluation(
-        model_pool, fit, held, test_questions, predictor=Predictor.load(predictor) if predictor else None, points=points
+        model_pool, fit, held, test_questions, predictor=Predictor.load(predictor) if predictor else None, points=points,
+        representations=representations.split(",") if representations else None, bootstrap=bootstrap,
     )
     report = evaluation.run(reference_models=references)
     say(format_table(report, evaluation.extras, references))

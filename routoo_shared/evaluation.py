@@ -1,36 +1,83 @@
 """Cost/accuracy evaluation of Routoo against peer routers on real per-question results.
 
-Every learned router yields a predicted quality matrix on the test prompts; the same budget
-planner spends a grid of budgets for each, and the realised accuracy and cost (real output
-tokens) of its choices form its curve. Summary numbers follow RouterBench (AIQ) and the paper
-(accuracy at a model's cost, cost to match a model).
+Rows are representation x method: each prompt representation (the MiniLM vector, the LM
+reader's) feeds Routoo's head and every baseline (kNN, per-model logistic regression, matrix
+factorisation, the category lookup table). Every learned router yields a predicted quality matrix
+on the test prompts; the same budget planner spends a grid of budgets for each, and the realised
+accuracy and cost (real output tokens) of its choices form its curve. AIQ comes with a bootstrap
+confidence interval over test questions (and a paired one for the difference to Routoo).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 from pydantic import BaseModel
 
-from routoo_shared.baselines import baseline_quality, fit_baseline, knn_quality, tune_knn
+from routoo_shared.baselines import ROUTERS, predicted_quality, tune_knn
 from routoo_shared.data import Outcomes, Question
 from routoo_shared.metrics import per_model_report
 from routoo_shared.pool import ModelPool
 from routoo_shared.predictor import Predictor, TrainConfig
+from routoo_shared.routing_quality import (  # noqa: F401  (re-exported: the evaluation's public names)
+    Point,
+    RoutingTask,
+    accuracy_at_cost,
+    aiq,
+    aiq_of_arrays,
+    cost_to_match,
+    upper_hull,
+    with_expected_output,
+)
 from routoo_shared.selector import plan_budget
-from routoo_shared.tokens import count_tokens_batch
 
 ROUTOO = "routoo"
+REPRESENTATIONS = ("minilm", "lm-reader")
+
+Curve = list[tuple[Point, np.ndarray]]
+# A row added from outside (e.g. cascades): (evaluation, the default predictor) -> curve, or None to skip.
+CurveHook = Callable[["Evaluation", Predictor], "Curve | None"]
 
 
-class Point(BaseModel):
-    cost_per_query: float
-    accuracy: float
+def default_curve_hooks() -> dict[str, CurveHook]:
+    """The rows every evaluation adds beyond the learned routers: Routoo with cascades."""
+    from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve  # cascades build on this module
+
+    return {CASCADE_ROUTER: cascade_curve}
+
+
+def make_encoder(representation: str):
+    """The prompt encoder of a representation name: ``minilm`` or ``lm-reader``."""
+    if representation == "minilm":
+        from routoo_shared.encoder import PromptEncoder
+
+        return PromptEncoder()
+    if representation == "lm-reader":
+        from routoo_shared.lm_reader import ReaderEncoder
+
+        return ReaderEncoder()
+    raise ValueError(f"unknown representation {representation!r}; known: {REPRESENTATIONS}")
+
+
+def representation_of(encoder) -> str:
+    return "lm-reader" if getattr(encoder, "kind", "minilm") == "lm_reader" else "minilm"
+
+
+class Interval(BaseModel):
+    mean: float
+    low: float
+    high: float
+
+
+class Row(BaseModel):
+    representation: str | None  # None: needs no prompt representation (random, best single, hooks)
+    method: str
 
 
 class EvaluationReport(BaseModel):
-    """The JSON written by ``routoo evaluate`` (exactly these keys)."""
+    """The JSON written by ``routoo evaluate``. The first six keys are the stable ones; the rest were added."""
 
     single_models: dict[str, Point]
     oracle: Point
@@ -38,67 +85,57 @@ class EvaluationReport(BaseModel):
     aiq: dict[str, float]
     accuracy_at_cost_of: dict[str, dict[str, float | None]]
     cost_to_match: dict[str, dict[str, float | None]]
+    aiq_ci: dict[str, Interval] = {}  # 95% bootstrap interval over test questions
+    aiq_minus_routoo_ci: dict[str, Interval] = {}  # paired: this router's AIQ minus Routoo's, same resamples
+    rows: dict[str, Row] = {}
+    best_model: str | None = None  # the pool's best model by training accuracy
+    priciest_share_to_95: dict[str, float | None] = {}  # share of calls to the priciest model for 95% of its accuracy
+    predictor: str | None = None  # which predictor the 'routoo' row is
 
 
 class Extras(BaseModel):
-    """What the table prints beyond the JSON: predictor quality, strong-model share, per-category rows."""
+    """What the table prints beyond the JSON: predictor quality and per-category rows."""
 
     test_questions: int
     dropped_questions: int
     predictor_report: dict[str, dict[str, float]] = {}
-    priciest_share_to_95: dict[str, float | None] = {}
     categories: list[dict] = []
-
-
-def with_expected_output(pool: ModelPool, questions: list[Question]) -> ModelPool:
-    """The pool with each model's expected output length taken from training data (mean real tokens)."""
-    tokens = Outcomes.from_questions(questions, pool.names).output_tokens
-    return ModelPool(
-        models=[m.model_copy(update={"expected_output_tokens": float(tokens[:, j].mean())}) for j, m in enumerate(pool.models)]
-    )
 
 
 def complete_rows(questions: list[Question], models: list[str]) -> list[Question]:
     return [q for q in questions if all(m in q.results for m in models)]
 
 
-def upper_hull(points: list[Point]) -> tuple[np.ndarray, np.ndarray]:
-    """The non-decreasing concave envelope of (cost, accuracy) points, as sorted vertices."""
-    ordered = sorted({(p.cost_per_query, p.accuracy) for p in points})
-    hull: list[tuple[float, float]] = []
-    for point in ordered:
-        while len(hull) >= 2:
-            (x1, y1), (x2, y2) = hull[-2], hull[-1]
-            if (x2 - x1) * (point[1] - y1) - (y2 - y1) * (point[0] - x1) >= 0:
-                hull.pop()
-            else:
-                break
-        hull.append(point)
-    costs, accuracy = np.array(hull).T
-    return costs, np.maximum.accumulate(accuracy)
+def train_head(
+    pool: ModelPool, train: list[Question], dev: list[Question], config: TrainConfig | None = None, encoder=None,
+    points: int = 40,
+) -> Predictor:
+    """Routoo's head on ``train``, early-stopped and calibrated by routing quality on ``dev``.
+
+    ``pool`` should carry expected output lengths (``with_expected_output``); dev questions
+    without every model's result still count for log-loss, not for the routing score.
+    """
+    names = pool.names
+    dev_rows = np.array([i for i, q in enumerate(dev) if all(m in q.results for m in names)], dtype=int)
+    dev_task = RoutingTask.from_questions(pool, [dev[i] for i in dev_rows], points) if len(dev_rows) else None
+    return Predictor.train(
+        [q.prompt for q in train], Outcomes.from_questions(train, names).correct, names, [q.prompt for q in dev],
+        Outcomes.from_questions(dev, names).correct, config, encoder, categories=[q.category for q in train],
+        dev_task=dev_task, dev_rows=dev_rows,
+    )
 
 
-def aiq(points: list[Point], low: float, high: float) -> float:
-    """Area under the non-decreasing convex hull over [low, high], divided by the range (RouterBench)."""
-    costs, accuracy = upper_hull(points)
-    grid = np.linspace(low, high, 2001)
-    values = np.interp(grid, costs, accuracy, left=0.0, right=accuracy[-1])
-    return float(np.trapezoid(values, grid) / (high - low))
-
-
-def accuracy_at_cost(points: list[Point], cost: float) -> float | None:
-    """Best accuracy among operating points that cost no more than ``cost`` (no mixing of points)."""
-    affordable = [p.accuracy for p in points if p.cost_per_query <= cost * (1 + 1e-9)]
-    return max(affordable) if affordable else None
-
-
-def cost_to_match(points: list[Point], accuracy: float) -> float | None:
-    matching = [p.cost_per_query for p in points if p.accuracy >= accuracy - 1e-12]
-    return min(matching) if matching else None
+def router_name(method: str, representation: str, default: str) -> str:
+    return method if representation == default else f"{method} [{representation}]"
 
 
 class Evaluation:
-    """Trains Routoo and the baselines on one split and traces their cost/accuracy curves on another."""
+    """Trains Routoo and the baselines on one split and traces their cost/accuracy curves on another.
+
+    ``predictor``: use this trained predictor for the Routoo row of its own representation instead
+    of training one. ``representations``: the prompt representations to compare (the predictor's
+    first). ``curve_hooks``: extra rows, name -> ``CurveHook``.
+    """
 
     def __init__(
         self,
@@ -110,6 +147,9 @@ class Evaluation:
         train_config: TrainConfig | None = None,
         points: int = 40,
         seed: int = 0,
+        representations: list[str] | None = None,
+        curve_hooks: dict[str, CurveHook] | None = None,
+        bootstrap: int = 1000,
     ):
         names = pool.names
         self.pool = with_expected_output(pool, train)
@@ -118,81 +158,85 @@ class Evaluation:
         self.dropped = len(test) - len(self.test)
         if not self.test:
             raise ValueError(f"no test question has results for every pool model {names}")
-        self.outcomes = Outcomes.from_questions(self.test, names)
-        self.correct = self.outcomes.correct
-        tokens = np.array(count_tokens_batch([q.prompt for q in self.test]), dtype=float)
-        self.expected_cost = self.pool.cost_matrix(tokens)
-        self.real_cost = self.pool.cost_matrix(tokens, self.outcomes.output_tokens)
+        self.task = RoutingTask.from_questions(self.pool, self.test, points)
+        self.correct, self.expected_cost, self.real_cost = self.task.correct, self.task.expected_cost, self.task.real_cost
         self.predictor, self.train_config = predictor, train_config
-        self.points, self.seed = points, seed
+        chosen = representations or [representation_of(predictor.encoder) if predictor else "minilm"]
+        if predictor and representation_of(predictor.encoder) != chosen[0]:
+            chosen = [representation_of(predictor.encoder)] + [r for r in chosen if r != representation_of(predictor.encoder)]
+        unknown = [r for r in chosen if r not in REPRESENTATIONS]
+        if unknown:  # before any training
+            raise ValueError(f"unknown representation(s) {unknown}; known: {REPRESENTATIONS}")
+        self.representations = list(dict.fromkeys(chosen))
+        self.points, self.seed, self.bootstrap = points, seed, bootstrap
+        self.curve_hooks = dict(curve_hooks) if curve_hooks is not None else default_curve_hooks()
+        self.rows: dict[str, Row] = {}
         self.extras = Extras(test_questions=len(self.test), dropped_questions=self.dropped)
 
     # ----- predicted quality of each learned router
     def _matrix(self, questions: list[Question]) -> np.ndarray:
         return Outcomes.from_questions(questions, self.pool.names).correct
 
+    def _head(self, encoder) -> Predictor:
+        return train_head(self.pool, self.train, self.dev, self.train_config, encoder, self.points)
+
     def predictions(self) -> dict[str, np.ndarray]:
         names = self.pool.names
-        train_prompts = [q.prompt for q in self.train]
-        dev_prompts = [q.prompt for q in self.dev]
-        test_prompts = [q.prompt for q in self.test]
         train_y, dev_y = self._matrix(self.train), self._matrix(self.dev)
-        predictor = self.predictor = self.predictor or Predictor.train(
-            train_prompts, train_y, names, dev_prompts, dev_y, self.train_config
-        )
-        encoder = predictor.encoder
-        train_x, dev_x, test_x = (encoder.encode(p, progress=True, persist=True) for p in (train_prompts, dev_prompts, test_prompts))
-        quality = {ROUTOO: predictor.predict(test_prompts, names)}
+        prompts = {part: [q.prompt for q in getattr(self, part)] for part in ("train", "dev", "test")}
+        default = self.representations[0]
+        has_categories = all(q.category for q in self.train)
+        quality = {}
+        for representation in self.representations:
+            own = self.predictor if self.predictor and representation_of(self.predictor.encoder) == representation else None
+            predictor = own or self._head(make_encoder(representation))
+            if representation == default:
+                self.predictor = predictor
+            name = router_name(ROUTOO, representation, default)
+            quality[name] = predictor.predict(prompts["test"], names)
+            self.rows[name] = Row(representation=representation, method="routoo head")
+            encoder = predictor.encoder
+            x = {part: encoder.encode(texts, progress=True, persist=True) for part, texts in prompts.items()}
+            for method in ROUTERS:
+                if method == "category_lookup" and not has_categories:
+                    continue
+                label = f"knn (k={tune_knn(x['train'], train_y, x['dev'], dev_y)})" if method == "knn" else method
+                name = router_name(label, representation, default)
+                quality[name] = predicted_quality(
+                    method, x["train"], train_y, x["dev"], dev_y, x["test"],
+                    [q.category for q in self.train], [q.category for q in self.dev], self.seed,
+                )
+                self.rows[name] = Row(representation=representation, method=method)
         self.extras.predictor_report = per_model_report(quality[ROUTOO], self.correct, names)
-        k = tune_knn(train_x, train_y, dev_x, dev_y)
-        quality[f"knn (k={k})"] = knn_quality(train_x, train_y, test_x, k)
-        for kind in ("logistic", "matrix_factorisation"):
-            network = fit_baseline(kind, train_x, train_y, dev_x, dev_y, self.seed)
-            quality[kind] = baseline_quality(network, test_x)
         if len(names) == 2:
             quality["threshold"] = quality["logistic"]  # scored below by its own rule
+            self.rows["threshold"] = Row(representation=default, method="threshold on logistic")
         self._train_accuracy = np.nanmean(train_y, axis=0)
         return quality
 
     # ----- curves
-    def _point(self, chosen: np.ndarray) -> Point:
-        rows = np.arange(len(chosen))
-        return Point(
-            cost_per_query=float(self.real_cost[rows, chosen].mean()),
-            accuracy=float(self.correct[rows, chosen].mean()),
-        )
+    def budget_curve(self, quality: np.ndarray) -> Curve:
+        return self.task.curve(quality)
 
-    def budget_grid(self, quality: np.ndarray) -> np.ndarray:
-        low = self.expected_cost.min(axis=1).mean()
-        high = self.expected_cost[np.arange(len(quality)), quality.argmax(axis=1)].mean()
-        return np.linspace(low, max(high, low * 1.0001), self.points)
-
-    def budget_curve(self, quality: np.ndarray) -> list[tuple[Point, np.ndarray]]:
-        n = len(quality)
-        return [
-            (self._point(plan.chosen), plan.chosen)
-            for plan in (plan_budget(quality, self.expected_cost, budget * n) for budget in self.budget_grid(quality))
-        ]
-
-    def threshold_curve(self, weak_wrong: np.ndarray, weak: int, strong: int) -> list[tuple[Point, np.ndarray]]:
+    def threshold_curve(self, weak_wrong: np.ndarray, weak: int, strong: int) -> Curve:
         """RouteLLM-style: send to the strong model when the weak one's predicted failure exceeds t."""
         curve = []
         for t in np.quantile(weak_wrong, np.linspace(0, 1, self.points)):
             chosen = np.where(weak_wrong >= t, strong, weak)
-            curve.append((self._point(chosen), chosen))
-        curve.append((self._point(np.full(len(weak_wrong), weak)), np.full(len(weak_wrong), weak)))
+            curve.append((self.task.point(chosen), chosen))
+        curve.append((self.task.point(np.full(len(weak_wrong), weak)), np.full(len(weak_wrong), weak)))
         return curve
 
-    def random_curve(self, cheap: int, best: int) -> list[tuple[Point, np.ndarray]]:
+    def random_curve(self, cheap: int, best: int) -> Curve:
         rng = np.random.default_rng(self.seed)
         draws = rng.random(len(self.test))
         curve = []
         for share in np.linspace(0, 1, self.points):
             chosen = np.where(draws < share, best, cheap)
-            curve.append((self._point(chosen), chosen))
+            curve.append((self.task.point(chosen), chosen))
         return curve
 
-    def single_curve(self, by_train_accuracy: np.ndarray) -> list[tuple[Point, np.ndarray]]:
+    def single_curve(self, by_train_accuracy: np.ndarray) -> Curve:
         """The best single model (by training accuracy) affordable at each budget."""
         mean_cost = self.expected_cost.mean(axis=0)
         curve = []
@@ -200,52 +244,47 @@ class Evaluation:
             affordable = np.flatnonzero(mean_cost <= budget + 1e-15)
             model = affordable[by_train_accuracy[affordable].argmax()]
             chosen = np.full(len(self.test), model)
-            curve.append((self._point(chosen), chosen))
+            curve.append((self.task.point(chosen), chosen))
         return curve
 
     # ----- the whole run
     def run(self, reference_models: list[str] | None = None) -> EvaluationReport:
         names = self.pool.names
-        singles = {name: self._point(np.full(len(self.test), j)) for j, name in enumerate(names)}
+        singles = {name: self.task.point(np.full(len(self.test), j)) for j, name in enumerate(names)}
         cheapest_correct = np.where(self.correct == 1, self.real_cost, np.inf)
         any_correct = np.isfinite(cheapest_correct).any(axis=1)
-        oracle_choice = np.where(any_correct, cheapest_correct.argmin(axis=1), self.real_cost.argmin(axis=1))
-        oracle = self._point(oracle_choice)
+        oracle = self.task.point(np.where(any_correct, cheapest_correct.argmin(axis=1), self.real_cost.argmin(axis=1)))
 
         quality = self.predictions()
-        cheap = int(self.expected_cost.mean(axis=0).argmin())
+        cheap = self.task.cheapest
         best = int(self._train_accuracy.argmax())
-        curves: dict[str, list[tuple[Point, np.ndarray]]] = {}
+        curves: dict[str, Curve] = {}
         for name, matrix in quality.items():
             if name == "threshold":
                 weak, strong = (0, 1) if self.expected_cost[:, 0].mean() < self.expected_cost[:, 1].mean() else (1, 0)
                 curves[name] = self.threshold_curve(1 - matrix[:, weak], weak, strong)
             else:
                 curves[name] = self.budget_curve(matrix)
-        from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve  # cascades build on this module
-
-        cascade = cascade_curve(self, self.predictor)  # None where no answer lengths were recorded
-        if cascade is not None:
-            curves[CASCADE_ROUTER] = cascade
+        for name, hook in self.curve_hooks.items():
+            curve = hook(self, self.predictor)
+            if curve is not None:
+                curves[name] = curve
+                self.rows[name] = Row(representation=self.representations[0], method=name)
         curves["random"] = self.random_curve(cheap, best)
         curves["best_single"] = self.single_curve(self._train_accuracy)
+        self.rows["random"] = Row(representation=None, method="random mix")
+        self.rows["best_single"] = Row(representation=None, method="best single model")
 
-        start = singles[names[cheap]]
-        low = min(p.cost_per_query for p in singles.values())
-        high = max(p.cost_per_query for p in singles.values())
         routers = {name: [p for p, _ in curve] for name, curve in curves.items()}
         priciest = int(self.expected_cost.mean(axis=0).argmax())
-        self.extras.priciest_share_to_95 = {
-            name: _share_to_reach(curve, priciest, 0.95 * singles[names[priciest]].accuracy)
-            for name, curve in curves.items()
-        }
         if reference_models:
             self.extras.categories = self.category_table(quality[ROUTOO], reference_models[0], singles)
+        intervals, paired = bootstrap_aiq(self.task, curves, self.bootstrap, self.seed)
         return EvaluationReport(
             single_models=singles,
             oracle=oracle,
             routers=routers,
-            aiq={name: aiq(points + [start], low, high) for name, points in routers.items()},
+            aiq={name: self.task.aiq_of(points) for name, points in routers.items()},
             accuracy_at_cost_of={
                 name: {m: accuracy_at_cost(points, singles[m].cost_per_query) for m in names}
                 for name, points in routers.items()
@@ -253,6 +292,15 @@ class Evaluation:
             cost_to_match={
                 name: {m: cost_to_match(points, singles[m].accuracy) for m in names} for name, points in routers.items()
             },
+            aiq_ci=intervals,
+            aiq_minus_routoo_ci=paired,
+            rows=self.rows,
+            best_model=names[best],
+            priciest_share_to_95={
+                name: _share_to_reach(curve, priciest, 0.95 * singles[names[priciest]].accuracy)
+                for name, curve in curves.items()
+            },
+            predictor=self.predictor.name,
         )
 
     def category_table(self, quality: np.ndarray, reference: str, singles: dict[str, Point]) -> list[dict]:
@@ -280,37 +328,74 @@ class Evaluation:
         return table
 
 
-def _share_to_reach(curve: list[tuple[Point, np.ndarray]], model: int, accuracy: float) -> float | None:
+def bootstrap_aiq(task: RoutingTask, curves: dict[str, Curve], resamples: int, seed: int) -> tuple[dict[str, Interval], dict[str, Interval]]:
+    """95% percentile intervals of each curve's AIQ over test questions resampled with replacement,
+    keeping each operating point's choices; and of each router's AIQ minus Routoo's on the same resamples."""
+    if resamples == 0:
+        return {}, {}
+    n = len(task.correct)
+    weights = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=resamples).astype(float) / n
+    singles_cost = weights @ task.real_cost
+    singles_accuracy = weights @ task.correct
+    rows = np.arange(n)
+    draws = {}
+    for name, curve in curves.items():
+        cost = weights @ np.stack([task.real_cost[rows, chosen] for _, chosen in curve]).T
+        accuracy = weights @ np.stack([task.correct[rows, chosen] for _, chosen in curve]).T
+        cost = np.concatenate([cost, singles_cost[:, [task.cheapest]]], axis=1)  # the curve's anchor
+        accuracy = np.concatenate([accuracy, singles_accuracy[:, [task.cheapest]]], axis=1)
+        draws[name] = np.array([
+            aiq_of_arrays(cost[b], accuracy[b], singles_cost[b].min(), singles_cost[b].max()) for b in range(resamples)
+        ])
+
+    def interval(values: np.ndarray) -> Interval:
+        low, high = np.percentile(values, [2.5, 97.5])
+        return Interval(mean=float(values.mean()), low=float(low), high=float(high))
+
+    intervals = {name: interval(values) for name, values in draws.items()}
+    paired = {name: interval(values - draws[ROUTOO]) for name, values in draws.items() if name != ROUTOO and ROUTOO in draws}
+    return intervals, paired
+
+
+def _share_to_reach(curve: Curve, model: int, accuracy: float) -> float | None:
     shares = [float((chosen == model).mean()) for point, chosen in curve if point.accuracy >= accuracy]
     return min(shares) if shares else None
 
 
 def format_table(report: EvaluationReport, extras: Extras, reference_models: list[str]) -> str:
-    """Plain-text tables: single models, oracle, then each router's AIQ and the paper's two numbers."""
+    """Plain-text tables: single models, oracle, then one row per representation x method."""
     lines = [f"test questions: {extras.test_questions} (dropped {extras.dropped_questions} without every model's result)"]
     lines.append(f"\n{'model':34s} {'accuracy':>9s} {'USD/1k q':>9s}")
     for name, point in sorted(report.single_models.items(), key=lambda kv: kv[1].cost_per_query):
         lines.append(f"{name:34s} {point.accuracy:9.3f} {point.cost_per_query * 1000:9.4f}")
     lines.append(f"{'oracle (cheapest correct)':34s} {report.oracle.accuracy:9.3f} {report.oracle.cost_per_query * 1000:9.4f}")
-    header = f"\n{'router':26s} {'AIQ':>6s}"
-    for ref in reference_models:
-        short = ref[:22]
-        header += f" | acc@cost({short}) {'cost to match':>13s}"
+    references = reference_models or ([report.best_model] if report.best_model else [])
+    lines.append(f"\nroutoo = {report.predictor}; AIQ with its 95% bootstrap interval; "
+                 f"'vs routoo' = paired 95% interval of (router - routoo)")
+    header = f"{'representation':15s} {'method':24s} {'AIQ':>6s} {'95% CI':>15s} {'vs routoo':>17s}"
+    for ref in references:
+        header += f" | acc@cost({ref[:22]}) {'cost to match':>13s}"
     lines.append(header)
     for name in sorted(report.aiq, key=lambda n: -report.aiq[n]):
-        row = f"{name:26s} {report.aiq[name]:6.3f}"
-        for ref in reference_models:
+        row = report.rows.get(name, Row(representation=None, method=name))
+        ci = report.aiq_ci.get(name)
+        ci_text = f"[{ci.low:.3f}, {ci.high:.3f}]" if ci else ""
+        diff = report.aiq_minus_routoo_ci.get(name)
+        diff_text = f"[{diff.low:+.3f}, {diff.high:+.3f}]" if diff else ""
+        method = name.split(" [")[0] if name.endswith("]") else name
+        line = f"{row.representation or '-':15s} {method:24s} {report.aiq[name]:6.3f} {ci_text:>15s} {diff_text:>17s}"
+        for ref in references:
             acc = report.accuracy_at_cost_of[name][ref]
             cost = report.cost_to_match[name][ref]
             ref_point = report.single_models[ref]
             acc_text = "-" if acc is None else f"{acc:.3f} ({(acc - ref_point.accuracy) * 100:+.1f})"
             cost_text = "never" if cost is None else f"{cost / ref_point.cost_per_query:.0%}"
-            row += f" | {acc_text:>{len(ref[:22]) + 10}s} {cost_text:>13s}"
-        lines.append(row)
+            line += f" | {acc_text:>{len(ref[:22]) + 10}s} {cost_text:>13s}"
+        lines.append(line)
     if len(report.single_models) == 2:
         lines.append("\nshare of calls to the priciest model needed to reach 95% of its accuracy:")
-        for name, share in extras.priciest_share_to_95.items():
-            lines.append(f"  {name:26s} {'never' if share is None else f'{share:.1%}'}")
+        for name, share in report.priciest_share_to_95.items():
+            lines.append(f"  {name:34s} {'never' if share is None else f'{share:.1%}'}")
     if extras.categories:
         keys = list(extras.categories[0])
         lines.append("\nper category, routoo at the cost of " + keys[3].removesuffix("_accuracy") + ":")
@@ -354,4 +439,3 @@ def plot(report: EvaluationReport, path: str, title: str = "") -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=130)
     plt.close(figure)
-

@@ -1,21 +1,33 @@
 """Performance predictor: P(model m answers prompt q correctly) for every model in one pass.
 
-The prompt tower reads the frozen MiniLM vector (plus a few length/number features) and gives a
-shared representation h(q). Each model owns a bias b_m, a sensitivity a_m to a shared
-difficulty d(q) and an embedding e_m: logit = b_m + a_m * d(q) + <e_m, h(q)>. Difficulty is
-learned from every model's labels at once (what is shared); e_m carries each model's strengths
-(what is specific). Adding a model learns only (b, a, e) for it, the tower stays frozen.
+A prompt tower reads the prompt's vector (MiniLM, or the LM reader's projected hidden states) plus
+a few length/number features and gives a shared representation h(q). On top of it:
+
+- a text classifier p(c | q) over the training data's categories (trained on the category labels);
+- a shared question difficulty d(q) with a per-model sensitivity a_m (a 2-parameter IRT model);
+- per-model, per-category offsets o_{m,c} (what each model is good at, by topic);
+- optionally a model embedding e_m read against h(q) (Routoo's model embeddings).
+
+logit = b_m + sum_c p(c|q) o_{m,c} + softplus(a_m) d(q) + <e_m, h(q)>.
+
+Measured on 5-fold cross-validation inside train+dev (``scripts/select_predictor.py``), routing
+quality comes from the difficulty and the category offsets; see the README's results. The
+temperature is chosen by held-out routing quality (AIQ) when a ``RoutingTask`` is given; early
+stopping on log-loss routed as well as early stopping on AIQ in cross-validation, at a fraction of
+the cost. Adding a model learns only its (b, a, o, e), the rest stays frozen.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -23,29 +35,44 @@ from tqdm.auto import tqdm
 
 from routoo_shared.encoder import PromptEncoder
 from routoo_shared.metrics import per_model_report
+from routoo_shared.routing_quality import RoutingTask
 from routoo_shared.tokens import count_tokens_batch
 
 FORMAT = "routoo-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG_FILE = "predictor.json"
 WEIGHTS_FILE = "predictor.safetensors"
+N_FEATURES = 3
 
 
 class PredictorFileError(ValueError):
     """A saved predictor is missing, corrupt or does not match its configuration."""
 
 
+Positive = Annotated[int, Field(ge=1)]
+
+
 class TrainConfig(BaseModel):
-    hidden: int = 256
-    dim: int = 32
-    dropout: float = 0.3
-    epochs: int = 80
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
-    ensemble: int = 3
+    """Architecture and training settings; the defaults are the cross-validated choice."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    hidden: Positive = 256
+    dim: Positive = 32
+    dropout: float = Field(0.3, ge=0, lt=1)
+    epochs: Positive = 80
+    batch_size: Positive = 128
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
+    weight_decay: float = Field(1e-4, ge=0, allow_inf_nan=False)
+    patience: Positive = 10
+    ensemble: int = Field(3, ge=1, le=16)
     seed: int = 0
+    categories: bool = True  # per-category model offsets with a text classifier
+    model_embedding: bool = False  # e_m . h(q): lowered cross-validated AIQ on MMLU-Pro, so off by default
+    category_weight: float = Field(1.0, ge=0, allow_inf_nan=False)  # weight of the classifier's cross-entropy
+    start_from_rates: bool = True  # model biases and category offsets start at the lookup table's rates
+    early_stopping: Literal["log_loss", "aiq"] = "log_loss"  # dev score that stops training (AIQ: same CV quality, 3-15x slower)
+    temperature_by: Literal["aiq", "log_loss"] = "aiq"  # dev score that picks the temperature
 
 
 def prompt_features(prompts: list[str]) -> np.ndarray:
@@ -57,27 +84,61 @@ def prompt_features(prompts: list[str]) -> np.ndarray:
 
 
 class QualityNetwork(nn.Module):
-    def __init__(self, n_models: int, in_dim: int, hidden: int, dim: int, dropout: float):
+    """One member of the ensemble: prompt side (tower, difficulty, classifier) and model side."""
+
+    def __init__(self, n_models: int, in_dim: int, n_categories: int, config: TrainConfig):
         super().__init__()
+        hidden, dim = config.hidden, config.dim
         self.tower = nn.Sequential(
-            nn.Dropout(0.1), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim)
+            nn.Dropout(0.1), nn.Linear(in_dim, hidden), nn.GELU(), nn.Dropout(config.dropout), nn.Linear(hidden, dim)
         )
         self.difficulty = nn.Linear(dim, 1)
+        self.classifier = nn.Linear(in_dim, n_categories) if n_categories else None
         self.bias = nn.Parameter(torch.zeros(n_models))
         self.slope = nn.Parameter(torch.full((n_models,), 0.5413))  # softplus(0.5413) = 1
-        self.embedding = nn.Parameter(torch.randn(n_models, dim) * 0.01)
+        self.offsets = nn.Parameter(torch.zeros(n_models, n_categories))
+        self.embedding = nn.Parameter(torch.randn(n_models, dim) * (0.01 if config.model_embedding else 0.0))
+        self.embedding.requires_grad_(config.model_embedding)
 
-    def prompt_side(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @torch.no_grad()
+    def start_from_rates(self, y: torch.Tensor, category: torch.Tensor) -> None:
+        """Start at the category lookup table: b_m = logit(model m's accuracy), o_{m,c} = logit(its
+        accuracy in category c) - b_m, each with one pseudo-count of the overall rate. Training
+        then learns what the prompt adds (difficulty, soft categories) instead of rediscovering
+        the table from zero."""
+        seen = torch.isfinite(y)
+        labels = torch.where(seen, y, torch.zeros_like(y))
+        overall = (labels.sum(0) / seen.sum(0).clamp(min=1)).clamp(0.02, 0.98)
+        self.bias.copy_(torch.logit(overall))
+        for c in range(self.offsets.shape[1]):
+            rows = category == c
+            rate = (labels[rows].sum(0) + overall) / (seen[rows].sum(0) + 1)
+            self.offsets[:, c] = torch.logit(rate.clamp(0.02, 0.98)) - self.bias
+
+    def prompt_side(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(h, d, category logits) for a batch of inputs."""
         h = self.tower(x)
-        return h, self.difficulty(h)
+        category_logits = self.classifier(x) if self.classifier is not None else x.new_zeros(len(x), 0)
+        return h, self.difficulty(h), category_logits
 
     @staticmethod
-    def combine(h, d, bias, slope, embedding) -> torch.Tensor:
-        return bias + nn.functional.softplus(slope) * d + h @ embedding.T
+    def combine(h, d, category_logits, bias, slope, offsets, embedding) -> torch.Tensor:
+        logits = bias + nn.functional.softplus(slope) * d + h @ embedding.T
+        if offsets.shape[1]:
+            logits = logits + torch.softmax(category_logits, dim=-1) @ offsets.T
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, d = self.prompt_side(x)
-        return self.combine(h, d, self.bias, self.slope, self.embedding)
+        return self.combine(*self.prompt_side(x), self.bias, self.slope, self.offsets, self.embedding)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, category: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+        """Masked BCE on the labels, plus the classifier's cross-entropy where a category is known (-1: unknown)."""
+        h, d, category_logits = self.prompt_side(x)
+        loss = _masked_bce(self.combine(h, d, category_logits, self.bias, self.slope, self.offsets, self.embedding), y)
+        known = category >= 0
+        if self.offsets.shape[1] and known.any():
+            loss = loss + config.category_weight * nn.functional.cross_entropy(category_logits[known], category[known])
+        return loss
 
 
 def _masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -86,8 +147,8 @@ def _masked_bce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _fit(parameters, loss_of_batch, n: int, config: TrainConfig, dev_loss, desc: str, progress: bool = True) -> None:
-    """Adam over shuffled mini-batches with early stopping on ``dev_loss`` (restores the best state)."""
-    parameters = list(parameters)
+    """AdamW over shuffled mini-batches with early stopping on ``dev_loss`` (lower is better; restores the best state)."""
+    parameters = [p for p in parameters if p.requires_grad]
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     best, best_state, stale = float("inf"), None, 0
     for _ in tqdm(range(config.epochs), desc=desc, leave=False, disable=not progress):
@@ -107,40 +168,57 @@ def _fit(parameters, loss_of_batch, n: int, config: TrainConfig, dev_loss, desc:
             p.copy_(saved)
 
 
-def _train_member(x, y, x_dev, y_dev, config: TrainConfig, desc: str) -> QualityNetwork:
-    """One network of the ensemble, early-stopped on dev log-loss."""
-    network = QualityNetwork(y.shape[1], x.shape[1], config.hidden, config.dim, config.dropout)
+class _DevScore:
+    """A held-out score to minimise: minus routing quality (AIQ) when a task is given, else log-loss."""
+
+    def __init__(self, y_dev: torch.Tensor, task: RoutingTask | None, rows: np.ndarray | None, by: str):
+        self.y_dev, self.task, self.rows = y_dev, task, rows
+        self.by_aiq = task is not None and by == "aiq"
+
+    def __call__(self, logits: torch.Tensor) -> float:
+        if self.by_aiq:
+            return -self.task.aiq(torch.sigmoid(logits).numpy()[self.rows])
+        return _masked_bce(logits, self.y_dev).item()
+
+
+def _train_member(x, y, category, n_categories, x_dev, score: _DevScore, config: TrainConfig, desc: str) -> QualityNetwork:
+    """One network of the ensemble, early-stopped on the dev score."""
+    network = QualityNetwork(y.shape[1], x.shape[1], n_categories, config)
+    if config.start_from_rates:
+        network.start_from_rates(y, category)
 
     def dev_loss() -> float:
         network.eval()
         with torch.no_grad():
-            loss = _masked_bce(network(x_dev), y_dev).item()
+            loss = score(network(x_dev))
         network.train()
         return loss
 
     network.train()
-    _fit(network.parameters(), lambda batch: _masked_bce(network(x[batch]), y[batch]), len(x), config, dev_loss, desc)
+    _fit(network.parameters(), lambda b: network.loss(x[b], y[b], category[b], config), len(x), config, dev_loss, desc)
     return network.eval()
 
 
 def _learn_new_model(network: QualityNetwork, x: torch.Tensor, y: torch.Tensor, split: int, config: TrainConfig) -> None:
-    """Fit one more model's (bias, slope, embedding) on frozen prompt representations and append them.
+    """Fit one more model's (bias, slope, offsets, embedding) on frozen prompt representations and append them.
 
-    The first ``split`` rows are held out for early stopping.
+    The first ``split`` rows are held out for early stopping. Offsets and embedding are L2-shrunk
+    towards zero: with a few hundred labels, the pool's shared difficulty carries most of the signal.
     """
     with torch.no_grad():
-        h, d = network.prompt_side(x)
+        h, d, category_logits = network.prompt_side(x)
     bias = nn.Parameter(torch.logit(y.mean().clamp(0.02, 0.98)).reshape(1))
     slope = nn.Parameter(torch.full((1,), 0.5413))
-    embedding = nn.Parameter(torch.zeros(1, h.shape[1]))
+    offsets = nn.Parameter(torch.zeros(1, network.offsets.shape[1]))
+    embedding = nn.Parameter(torch.zeros(1, h.shape[1]), requires_grad=config.model_embedding)
 
     def loss_on(rows: torch.Tensor) -> torch.Tensor:
-        logits = QualityNetwork.combine(h[rows], d[rows], bias, slope, embedding)
-        return _masked_bce(logits, y[rows]) + 1e-3 * embedding.pow(2).sum()
+        logits = QualityNetwork.combine(h[rows], d[rows], category_logits[rows], bias, slope, offsets, embedding)
+        return _masked_bce(logits, y[rows]) + 1e-3 * (embedding.pow(2).sum() + offsets.pow(2).sum())
 
     held_out = torch.arange(split)
     _fit(
-        [bias, slope, embedding],
+        [bias, slope, offsets, embedding],
         lambda batch: loss_on(batch + split),
         len(x) - split,
         config,
@@ -149,9 +227,94 @@ def _learn_new_model(network: QualityNetwork, x: torch.Tensor, y: torch.Tensor, 
         progress=False,
     )
     with torch.no_grad():
-        network.bias = nn.Parameter(torch.cat([network.bias, bias]))
-        network.slope = nn.Parameter(torch.cat([network.slope, slope]))
-        network.embedding = nn.Parameter(torch.cat([network.embedding, embedding]))
+        for name, value in (("bias", bias), ("slope", slope), ("offsets", offsets), ("embedding", embedding)):
+            grown = nn.Parameter(torch.cat([getattr(network, name), value.detach()]))
+            grown.requires_grad_(getattr(network, name).requires_grad)
+            setattr(network, name, grown)
+
+
+# ----- the saved configuration, validated field by field at load
+
+
+def _finite(values: list[float]) -> list[float]:
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise ValueError(f"must be finite, got {bad}")
+    return values
+
+
+class EncoderConfig(BaseModel):
+    """Which prompt encoder the predictor reads: MiniLM (``minilm``) or the LM reader (``lm_reader``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    kind: Literal["minilm", "lm_reader"] = "minilm"
+    name: str
+    max_length: int = Field(ge=8, le=8192)
+    layers: list[Annotated[int, Field(ge=0, le=64)]] | None = None
+    components: int | None = Field(default=None, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "EncoderConfig":
+        if self.kind == "minilm" and self.max_length > 512:
+            raise ValueError("MiniLM reads at most 512 tokens")
+        if self.kind == "lm_reader" and (not self.layers or self.components is None):
+            raise ValueError("an lm_reader encoder needs its layers and components")
+        return self
+
+    def build(self):
+        if self.kind == "minilm":
+            return PromptEncoder(max_length=self.max_length)
+        from routoo_shared.lm_reader import ReaderEncoder
+
+        return ReaderEncoder(tuple(self.layers), self.max_length, self.components)
+
+    @classmethod
+    def of(cls, encoder) -> "EncoderConfig":
+        if getattr(encoder, "kind", "minilm") == "lm_reader":
+            return cls(kind="lm_reader", name=encoder.name, max_length=encoder.max_length,
+                       layers=list(encoder.layers), components=encoder.components)
+        return cls(name=encoder.name, max_length=encoder.max_length)
+
+
+class PredictorConfig(BaseModel):
+    """``predictor.json``: everything but the weights. Strict: wrong types are errors, not coerced."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    format: Literal["routoo-predictor"]
+    version: Literal[2]
+    models: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1)
+    categories: list[Annotated[str, Field(min_length=1)]]
+    encoder: EncoderConfig
+    train_config: TrainConfig
+    feature_mean: list[float] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
+    feature_std: list[float] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
+    temperature: float = Field(ge=0.05, le=20.0, allow_inf_nan=False)
+    in_dim: int = Field(ge=1)
+
+    @field_validator("feature_mean")
+    @classmethod
+    def _finite_mean(cls, values: list[float]) -> list[float]:
+        return _finite(values)
+
+    @field_validator("feature_std")
+    @classmethod
+    def _positive_std(cls, values: list[float]) -> list[float]:
+        if not all(math.isfinite(v) and v > 0 for v in values):
+            raise ValueError(f"must be finite and positive (it divides the features), got {values}")
+        return values
+
+    @field_validator("models", "categories")
+    @classmethod
+    def _unique(cls, names: list[str]) -> list[str]:
+        if len(set(names)) != len(names):
+            raise ValueError("names must be unique")
+        return names
+
+
+def _field_errors(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in error.errors())
 
 
 class Predictor:
@@ -164,8 +327,9 @@ class Predictor:
         config: TrainConfig,
         feature_mean: np.ndarray,
         feature_std: np.ndarray,
-        encoder: PromptEncoder | None = None,
+        encoder=None,
         temperature: float = 1.0,
+        categories: list[str] | None = None,
     ):
         self.networks = [n.eval() for n in networks]
         self.models = list(models)
@@ -174,6 +338,12 @@ class Predictor:
         self.feature_std = np.asarray(feature_std, dtype=np.float32)
         self.encoder = encoder or PromptEncoder()
         self.temperature = temperature
+        self.categories = list(categories or [])
+
+    @property
+    def name(self) -> str:
+        """Which predictor this is, for decision records: the encoder it reads."""
+        return f"routoo-head/{self.encoder.name}"
 
     # ----- inputs
     def inputs(self, prompts: list[str], dataset: bool = False) -> torch.Tensor:
@@ -187,12 +357,21 @@ class Predictor:
         return torch.stack([network(x) for network in self.networks]).mean(0)
 
     def predict(self, prompts: list[str], models: list[str] | None = None) -> np.ndarray:
-        """Calibrated probabilities, prompts x models (``models`` defaults to all known, in order)."""
+        """Calibrated probabilities, prompts x models (``models`` defaults to all known, in order).
+
+        A corrupt weight shows as NaN in its model's column; it is returned as is, never hidden.
+        """
         if not prompts:
             raise ValueError("predict needs at least one prompt")
         columns = self.columns(models)
         probs = torch.sigmoid(self._logits(self.inputs(prompts)) / self.temperature).numpy()
         return probs[:, columns]
+
+    @torch.inference_mode()
+    def predict_categories(self, prompts: list[str]) -> np.ndarray:
+        """p(category | prompt), prompts x ``categories`` (the ensemble's mean); empty without categories."""
+        x = self.inputs(prompts)
+        return torch.stack([torch.softmax(n.prompt_side(x)[2], dim=-1) for n in self.networks]).mean(0).numpy()
 
     def columns(self, models: list[str] | None) -> list[int]:
         if models is None:
@@ -215,38 +394,64 @@ class Predictor:
         dev_prompts: list[str],
         dev_correct: np.ndarray,
         config: TrainConfig | None = None,
-        encoder: PromptEncoder | None = None,
+        encoder=None,
+        categories: list[str | None] | None = None,
+        dev_task: RoutingTask | None = None,
+        dev_rows: np.ndarray | None = None,
     ) -> "Predictor":
-        """Fit on a questions x models 0/1 matrix (NaN = unobserved); dev drives early stopping and the temperature."""
+        """Fit on a questions x models matrix of scores in [0, 1] (NaN = unobserved).
+
+        ``categories`` (one label a training prompt, None where unknown) trains the category
+        classifier and offsets; without them the head has neither. ``dev_task`` (a
+        ``RoutingTask`` on the dev prompts ``dev_rows``, default all) lets ``config.early_stopping``
+        and ``config.temperature_by`` follow dev routing quality (AIQ); otherwise both use dev log-loss.
+        Raises ValueError on empty or misshaped inputs.
+        """
         config = config or TrainConfig()
         if not prompts or not dev_prompts:
             raise ValueError("training needs training prompts and dev prompts (for early stopping and calibration)")
         if correct.shape != (len(prompts), len(models)):
             raise ValueError(f"correct has shape {correct.shape}, expected {(len(prompts), len(models))}")
+        if categories is not None and len(categories) != len(prompts):
+            raise ValueError(f"{len(categories)} categories for {len(prompts)} prompts")
+        names = sorted({c for c in categories or [] if c}) if config.categories else []
         torch.manual_seed(config.seed)
         features = prompt_features(prompts)
-        predictor = cls([], models, config, features.mean(0), features.std(0) + 1e-6, encoder)
+        predictor = cls([], models, config, features.mean(0), features.std(0) + 1e-6, encoder, categories=names)
         x, y = predictor.inputs(prompts, dataset=True), torch.from_numpy(correct.astype(np.float32))
+        index = {c: i for i, c in enumerate(names)}
+        category = torch.tensor([index.get(c, -1) for c in (categories or [None] * len(prompts))])
         x_dev, y_dev = predictor.inputs(dev_prompts, dataset=True), torch.from_numpy(dev_correct.astype(np.float32))
+        rows = np.arange(len(dev_prompts)) if dev_rows is None else dev_rows
+        stopping = _DevScore(y_dev, dev_task, rows, config.early_stopping)
         for member in range(config.ensemble):
-            network = _train_member(x, y, x_dev, y_dev, config, desc=f"training predictor {member + 1}/{config.ensemble}")
+            network = _train_member(
+                x, y, category, len(names), x_dev, stopping, config, desc=f"training predictor {member + 1}/{config.ensemble}"
+            )
             predictor.networks.append(network)
-        predictor.temperature = predictor._fit_temperature(x_dev, y_dev)
+        predictor.temperature = predictor._fit_temperature(x_dev, _DevScore(y_dev, dev_task, rows, config.temperature_by))
         return predictor
 
-    def _fit_temperature(self, x_dev: torch.Tensor, y_dev: torch.Tensor) -> float:
+    def _fit_temperature(self, x_dev: torch.Tensor, score: _DevScore) -> float:
         logits = self._logits(x_dev)
-        grid = np.exp(np.linspace(np.log(0.5), np.log(2.0), 61))
-        losses = [_masked_bce(logits / t, y_dev).item() for t in grid]
+        grid = np.exp(np.linspace(np.log(0.5), np.log(2.0), 13 if score.by_aiq else 61))
+        losses = [score(logits / t) for t in grid]
         return float(grid[int(np.argmin(losses))])
 
     def add_model(self, name: str, prompts: list[str], correct: np.ndarray, epochs: int = 200) -> None:
-        """Learn a new model's (bias, slope, embedding) from labelled prompts; the rest stays frozen."""
+        """Learn a new model's (bias, slope, category offsets, embedding) from labelled prompts; the rest stays frozen.
+
+        ``correct``: one score a prompt in [0, 1] (0/1 correctness, or a soft score such as a
+        judge's probability). Raises ValueError for a known name, too few prompts, or scores that
+        are not finite values in [0, 1].
+        """
         if name in self.models:
             raise ValueError(f"model {name!r} is already known to the predictor")
         correct = np.asarray(correct, dtype=np.float32)
-        if len(prompts) != len(correct) or len(prompts) < 20:
-            raise ValueError("add_model needs one 0/1 label a prompt and at least 20 prompts (a few hundred is better)")
+        if correct.ndim != 1 or len(prompts) != len(correct) or len(prompts) < 20:
+            raise ValueError("add_model needs one score a prompt and at least 20 prompts (a few hundred is better)")
+        if not (np.isfinite(correct).all() and (correct >= 0).all() and (correct <= 1).all()):
+            raise ValueError("add_model scores must be finite values in [0, 1]")
         torch.manual_seed(self.config.seed)
         x, y = self.inputs(prompts), torch.from_numpy(correct)[:, None]
         split = max(1, len(prompts) // 5)
@@ -269,58 +474,75 @@ class Predictor:
             for name, value in network.state_dict().items()
         }
         save_file(tensors, directory / WEIGHTS_FILE)
-        config = {
-            "format": FORMAT,
-            "version": FORMAT_VERSION,
-            "models": self.models,
-            "encoder": {"name": self.encoder.name, "max_length": self.encoder.max_length},
-            "train_config": self.config.model_dump(),
-            "feature_mean": self.feature_mean.tolist(),
-            "feature_std": self.feature_std.tolist(),
-            "temperature": self.temperature,
-            "in_dim": int(self.networks[0].tower[1].in_features),
-        }
-        (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1))
+        config = PredictorConfig(
+            format=FORMAT,
+            version=FORMAT_VERSION,
+            models=self.models,
+            categories=self.categories,
+            encoder=EncoderConfig.of(self.encoder),
+            train_config=self.config,
+            feature_mean=self.feature_mean.tolist(),
+            feature_std=self.feature_std.tolist(),
+            temperature=float(self.temperature),
+            in_dim=int(self.networks[0].tower[1].in_features),
+        )
+        (directory / CONFIG_FILE).write_text(config.model_dump_json(indent=1))
         return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> "Predictor":
+        """Read a saved predictor. Raises PredictorFileError, naming the file and the field, for a
+        missing file, unreadable JSON or weights, any invalid value (NaN, infinity, wrong type or
+        length, out-of-range number), or weights that do not match the config."""
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for path in (config_path, weights_path):
             if not path.exists():
                 raise PredictorFileError(f"predictor file missing: {path} (train one with 'routoo train')")
         try:
-            config = json.loads(config_path.read_text())
-            if config.get("format") != FORMAT or config.get("version") != FORMAT_VERSION:
-                raise PredictorFileError(
-                    f"{config_path} is not a {FORMAT} v{FORMAT_VERSION} file "
-                    f"(format={config.get('format')!r}, version={config.get('version')!r})"
-                )
-            train_config = TrainConfig(**config["train_config"])
-            models, in_dim = config["models"], config["in_dim"]
-            encoder = PromptEncoder(max_length=config["encoder"]["max_length"])
-        except PredictorFileError:
-            raise
-        except (ValueError, KeyError, TypeError) as error:
+            raw = json.loads(config_path.read_text())
+        except (ValueError, UnicodeDecodeError) as error:
             raise PredictorFileError(f"corrupt predictor config {config_path}: {error}") from error
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT or raw.get("version") != FORMAT_VERSION:
+            found = (raw.get("format"), raw.get("version")) if isinstance(raw, dict) else (type(raw).__name__, None)
+            raise PredictorFileError(
+                f"{config_path} is not a {FORMAT} v{FORMAT_VERSION} file (format={found[0]!r}, version={found[1]!r})"
+            )
+        try:
+            config = PredictorConfig.model_validate_json(config_path.read_text())
+        except ValidationError as error:
+            raise PredictorFileError(f"invalid predictor config {config_path}: {_field_errors(error)}") from error
+        encoder = config.encoder.build()
+        expected_in = encoder.dim + N_FEATURES
+        if config.in_dim != expected_in:
+            raise PredictorFileError(
+                f"invalid predictor config {config_path}: in_dim is {config.in_dim}, but encoder "
+                f"{config.encoder.name} gives {encoder.dim} values + {N_FEATURES} features = {expected_in}"
+            )
         try:
             tensors = load_file(weights_path)
         except (SafetensorError, OSError, ValueError) as error:
             raise PredictorFileError(f"corrupt predictor weights {weights_path}: {error}") from error
+        members = {name.split(".", 1)[0] for name in tensors}
+        if members != {str(k) for k in range(config.train_config.ensemble)}:
+            raise PredictorFileError(
+                f"predictor weights {weights_path} hold members {sorted(members)}, but train_config.ensemble "
+                f"is {config.train_config.ensemble}"
+            )
         networks = []
-        for k in range(train_config.ensemble):
-            network = QualityNetwork(len(models), in_dim, train_config.hidden, train_config.dim, train_config.dropout)
+        for k in range(config.train_config.ensemble):
+            network = QualityNetwork(len(config.models), config.in_dim, len(config.categories), config.train_config)
             prefix = f"{k}."
             state = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
             try:
                 network.load_state_dict(state)
             except RuntimeError as error:
                 raise PredictorFileError(
-                    f"predictor weights {weights_path} do not match its config ({len(models)} models, "
-                    f"in_dim {in_dim}): {str(error).splitlines()[0]}"
+                    f"predictor weights {weights_path} do not match its config ({len(config.models)} models, "
+                    f"{len(config.categories)} categories, in_dim {config.in_dim}): {str(error).splitlines()[0]}"
                 ) from error
             networks.append(network)
         return cls(
-            networks, models, train_config, config["feature_mean"], config["feature_std"], encoder, config["temperature"]
+            networks, config.models, config.train_config, np.array(config.feature_mean), np.array(config.feature_std),
+            encoder, config.temperature, config.categories,
         )

@@ -53,6 +53,7 @@ class RoutingDecision(BaseModel):
     candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
     sticky: bool = False  # kept from the conversation's first turn (RoutedCalls.sticky)
     cascade: CascadePlan | None = None  # set when a cascade policy planned one: call its first model first
+    predictor: str | None = None  # which predictor decided (its head and prompt encoder)
 
     @property
     def fallbacks(self) -> list[str]:
@@ -287,6 +288,7 @@ class Router:
                     input_tokens=int(tokens[row]),
                     binding_constraint=selection.binding[row],
                     candidates=candidates,
+                    predictor=self.predictor.name,
                 )
             )
         return decisions

@@ -179,8 +179,13 @@ def test_cli_evaluate_writes_the_report(tmp_path):
     )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "r.json").read_text())
-    assert set(report) == {"single_models", "oracle", "routers", "aiq", "accuracy_at_cost_of", "cost_to_match"}
-    assert {"routoo", "random", "best_single", "threshold", "logistic", "matrix_factorisation"} <= set(report["routers"])
+    assert {"single_models", "oracle", "routers", "aiq", "accuracy_at_cost_of", "cost_to_match"} <= set(report)
+    assert {"aiq_ci", "aiq_minus_routoo_ci", "rows", "best_model", "priciest_share_to_95", "predictor"} <= set(report)
+    routers = {"routoo", "random", "best_single", "threshold", "logistic", "matrix_factorisation", "category_lookup"}
+    assert routers <= set(report["routers"]) and set(report["aiq_ci"]) == set(report["routers"])
+    assert all(ci["low"] <= report["aiq"][name] + 0.02 and report["aiq"][name] - 0.02 <= ci["high"]
+               for name, ci in report["aiq_ci"].items())
+    assert report["rows"]["category_lookup"] == {"representation": "minilm", "method": "category_lookup"}
     assert all(len(points) >= 20 for points in report["routers"].values())
     assert (tmp_path / "r.png").stat().st_size > 10_000
     assert "priciest model" in result.output

@@ -82,12 +82,14 @@ def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exc
     return fit, _questions(dev, dataset, "dev")
 
 
-def _sheet(models: Optional[Path], dataset: str, own_data: bool) -> Path:
-    from routoo_shared.data import bundled
+def _sheet(models: Optional[Path], dataset: str, questions: list, source: str = "the questions") -> Path:
+    """The models.json to use (``--models``, else the bundled dataset's), checked against ``questions``."""
+    from routoo_shared.data import bundled, check_results, read_models
 
-    if models is None and own_data:
-        raise ValueError("--models is required with your own data: the models.json that lists its pool and prices")
-    return models or bundled(dataset, "models.json")
+    sheet = models or bundled(dataset, "models.json")
+    described = "models.json" if models else f"{dataset}'s bundled models.json (pass --models for your own models)"
+    check_results(questions, read_models(sheet).names, source=source, sheet=described)
+    return sheet
 
 
 def _pool(sheet: Path, pool: Optional[str]):
@@ -129,12 +131,11 @@ def train(
 
     Models declared with a prior (prior_quality / prior_like) and no labels join the saved pool unlabelled.
     """
-    from routoo_shared.data import Outcomes, check_results, check_trainable, read_models
+    from routoo_shared.data import Outcomes, check_trainable
     from routoo_shared.pool import ModelPool
 
-    sheet = _sheet(models, dataset, own_data=train is not None or dev is not None)
     fit, held = _train_and_dev(train, dev, dataset)
-    check_results(fit + held, read_models(sheet).names, source="the training questions")
+    sheet = _sheet(models, dataset, fit + held, source="the training questions")
     model_pool = _pool(sheet, pool)
     check_trainable(fit, held, model_pool)  # every input is checked before torch loads
     from routoo_shared.evaluation import make_encoder, train_head, with_expected_output
@@ -213,12 +214,11 @@ def evaluate(
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="write the accuracy/cost PNG here")] = None,
 ) -> None:
     """Train Routoo and the baselines, trace cost/accuracy curves on the test split, print the table."""
-    from routoo_shared.data import check_results, check_trainable, read_models
+    from routoo_shared.data import check_trainable
 
-    sheet = _sheet(models, dataset, own_data=any(p is not None for p in (train, test, dev)))
     test_questions = _questions(test, dataset, "test")
     fit, held = _train_and_dev(train, dev, dataset, exclude=frozenset(q.id for q in test_questions))
-    check_results(fit + held + test_questions, read_models(sheet).names, source="the questions")
+    sheet = _sheet(models, dataset, fit + held + test_questions)
     model_pool = _pool(sheet, pool)
     if predictor is None:
         check_trainable(fit, held, model_pool)
@@ -357,21 +357,16 @@ def build_pool(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the construction as JSON here")] = None,
 ) -> None:
     """Choose the pool of at most k models that maximises the router's dev AIQ (greedy forward selection)."""
-    from routoo_shared.data import Outcomes, load_questions
+    from routoo_shared.data import load_questions
+    from routoo_shared.evaluation import train_head, with_expected_output
     from routoo_shared.pool_construction import build_pool as construct, format_construction
     from routoo_shared.predictor import Predictor
 
-    sheet = _sheet(models, dataset, own_data=any(p is not None for p in (train, dev, test)))
     fit, held = _train_and_dev(train, dev, dataset)
-    candidates = _pool(sheet, universe)
-    if predictor:
-        trained = Predictor.load(predictor)
-    else:
-        trained = Predictor.train(
-            [q.prompt for q in fit], Outcomes.from_questions(fit, candidates.names).correct, candidates.names,
-            [q.prompt for q in held], Outcomes.from_questions(held, candidates.names).correct,
-        )
     test_questions = load_questions(test) if test else None
+    sheet = _sheet(models, dataset, fit + held + (test_questions or []))
+    candidates = _pool(sheet, universe)
+    trained = Predictor.load(predictor) if predictor else train_head(with_expected_output(candidates, fit), fit, held)
     construction = construct(candidates, fit, held, trained, k, max_price, test_questions)
     say(format_construction(construction))
     say(f"pool: {','.join(construction.pool)}")

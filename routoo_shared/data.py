@@ -311,8 +311,10 @@ def bundled(dataset: str, name: str = "questions.jsonl.gz") -> Path:
 # ----- checks before training or evaluating
 
 
-def check_results(questions: list[Question], sheet_names: list[str], source: str = "the questions") -> None:
-    """Every model named in ``results`` must be listed in ``models.json``."""
+def check_results(
+    questions: list[Question], sheet_names: list[str], source: str = "the questions", sheet: str = "models.json"
+) -> None:
+    """Every model named in ``results`` must be listed in ``models.json`` (described as ``sheet``)."""
     unknown: dict[str, int] = {}
     for question in questions:
         for name in question.results:
@@ -321,7 +323,7 @@ def check_results(questions: list[Question], sheet_names: list[str], source: str
     if unknown:
         listed = ", ".join(f"{name!r} ({count} rows)" for name, count in sorted(unknown.items()))
         raise DatasetError(
-            f"{source} have results for model(s) not in models.json: {listed}; "
+            f"{source} have results for model(s) not in {sheet}: {listed}; "
             f"add them to models.json or remove their results"
         )
 

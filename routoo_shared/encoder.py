@@ -163,25 +163,34 @@ class PromptEncoder:
             return self._encode(texts, progress, persist)
 
     def _encode(self, texts: list[str], progress: bool, persist: bool) -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        missing: dict[str, list[int]] = {}
-        for i, text in enumerate(texts):
-            cached = self.cache.get(text)
-            if cached is None:
-                missing.setdefault(text, []).append(i)
-            else:
-                out[i] = cached
-        if missing:
-            todo = sorted(missing, key=len)  # similar lengths per batch: less padding
+        def compute(todo: list[str]):
+            todo = sorted(todo, key=len)  # similar lengths per batch: less padding
             batches = range(0, len(todo), self.batch_size)
             for start in tqdm(batches, desc="embedding prompts", disable=not progress or len(batches) < 2):
                 chunk = todo[start : start + self.batch_size]
-                for text, vector in zip(chunk, self._embed(chunk)):
-                    out[missing[text]] = vector
-                    if persist:
-                        self.cache.put(text, vector)
+                yield from zip(chunk, self._embed(chunk))
                 if persist and start and start % (self.batch_size * 50) == 0:
                     self.cache.save()  # long runs keep their progress if interrupted
+
+        return through_cache(self.cache, self.dim, texts, compute, persist)
+
+
+def through_cache(cache, dim: int, texts: list[str], compute, persist: bool) -> np.ndarray:
+    """Rows for ``texts`` (float32, ``dim`` columns) from ``cache``; ``compute(missing_texts)`` yields
+    ``(text, vector)`` for the rest, each computed once however often it repeats; ``persist`` stores them."""
+    out = np.zeros((len(texts), dim), dtype=np.float32)
+    missing: dict[str, list[int]] = {}
+    for i, text in enumerate(texts):
+        cached = cache.get(text)
+        if cached is None:
+            missing.setdefault(text, []).append(i)
+        else:
+            out[i] = cached
+    if missing:
+        for text, vector in compute(list(missing)):
+            out[missing[text]] = vector
             if persist:
-                self.cache.save()
-        return out
+                cache.put(text, vector)
+        if persist:
+            cache.save()
+    return out

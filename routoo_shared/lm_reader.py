@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from routoo_shared.encoder import BUNDLED_EMBEDDINGS, EmbeddingCache
+from routoo_shared.encoder import BUNDLED_EMBEDDINGS, EmbeddingCache, through_cache
 
 READER_MODEL = "smollm2-135m-instruct"
 UNCERTAINTY = ("mean_nll", "next_token_entropy", "next_token_top_probability")
@@ -203,20 +203,7 @@ class ReaderEncoder:
     def encode(self, texts: list[str], progress: bool = False, persist: bool = False) -> np.ndarray:
         """Projected reads for ``texts`` (float32, ``dim`` columns), reading only what the cache lacks."""
         with self._lock:
-            out = np.zeros((len(texts), self.dim), dtype=np.float32)
-            missing: dict[str, list[int]] = {}
-            for i, text in enumerate(texts):
-                cached = self.cache.get(text)
-                if cached is None:
-                    missing.setdefault(text, []).append(i)
-                else:
-                    out[i] = cached
-            if missing:
-                todo = list(missing)
-                for text, vector in zip(todo, self.projection(self.reader.read(todo, progress=progress))):
-                    out[missing[text]] = vector
-                    if persist:
-                        self.cache.put(text, vector)
-                if persist:
-                    self.cache.save()
-            return out
+            return through_cache(
+                self.cache, self.dim, texts,
+                lambda todo: zip(todo, self.projection(self.reader.read(todo, progress=progress))), persist,
+            )

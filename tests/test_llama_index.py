@@ -296,7 +296,9 @@ def test_capability_flags_choose_the_llm():
     assert next(iter(routoo.stream_complete("Explain relativity in one line."))).additional_kwargs["model_name"] != best
     image = [ChatMessage(role="user", blocks=[ImageBlock(image=b"\x89PNG\r\n\x1a\n" + b"\0" * 32, image_mimetype="image/png")])]
     assert routoo.chat(image).additional_kwargs["model_name"] in TRIO  # an undeclared pool routes images on empty text
-    router.pool[TRIO[0]].supports_vision = True  # once the pool declares vision, images go only there
+    router.pool[TRIO[0]].supports_vision = True
+    for name in TRIO[1:]:
+        router.pool[name].supports_vision = False  # declared text-only: images never go there
     routoo = RoutooLLM(llms=routoo.llms, router=router)
     assert routoo.chat(image).additional_kwargs["model_name"] == TRIO[0]
 

@@ -150,10 +150,13 @@ def test_too_few_rows_to_train():
 # ----- the CLI: every command answers bad input in one line with exit status 2
 
 
-def test_cli_train_without_models_json_is_one_line(tmp_path):
-    path = rows(tmp_path / "q.jsonl", *bundled_rows(30, [WEAK]))
-    code, output = cli("train", "--train", str(path), "--out", str(tmp_path / "p"))
-    assert code == 2 and output.strip() == "error: --models is required with your own data: the models.json that lists its pool and prices"
+def test_cli_own_models_without_models_json_is_one_line(tmp_path):
+    path = rows(tmp_path / "q.jsonl", {"id": "q1", "prompt": "p", "results": {"my-model": {"score": 1}}})
+    code, output = cli("train", "--train", str(path), "--dev", str(path), "--out", str(tmp_path / "p"))
+    assert code == 2 and output.strip() == (
+        "error: the training questions have results for model(s) not in mmlu_pro's bundled models.json "
+        "(pass --models for your own models): 'my-model' (2 rows); add them to models.json or remove their results"
+    )
 
 
 @pytest.mark.parametrize(
@@ -162,7 +165,7 @@ def test_cli_train_without_models_json_is_one_line(tmp_path):
         (["train", "--train", "{missing}", "--models", "{models}", "--out", "{tmp}/p"], "questions file not found"),
         (["train", "--train", "{questions}", "--models", "{typo}", "--out", "{tmp}/p"], "unknown field 'context_windw'"),
         (["train", "--train", "{questions}", "--models", "{models}", "--pool", "nope", "--out", "{tmp}/p"], "unknown model(s) ['nope']"),
-        (["evaluate", "--train", "{questions}", "--test", "{questions}"], "--models is required"),
+        (["evaluate", "--train", "{questions}", "--test", "{questions}"], "too few rows to train"),
         (["split", "--questions", "{missing}", "--out", "{tmp}/s"], "questions file not found"),
         (["label", "--prompts", "{questions}", "--models", "{models}", "--out", "{tmp}/l.jsonl", "--grader", "vibes"], "unknown --grader 'vibes'"),
         (["label", "--prompts", "{questions}", "--models", "{models}", "--out", "{tmp}/l.jsonl", "--grader", "judge"], "needs --judge"),

@@ -93,6 +93,7 @@ def main() -> None:
             [q.prompt for q in split["dev"]],
             Outcomes.from_questions(split["dev"], known).correct,
             TrainConfig(ensemble=args.ensemble),
+            categories=[q.category for q in split["train"]],  # the shipped head: category offsets + difficulty
         )
         saved = predictor.save(tempfile.mkdtemp(prefix="routoo-held-out-"))
         features = describe_questions(split["train"], known, predictor.encoder)

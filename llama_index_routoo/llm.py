@@ -463,18 +463,18 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
 
 
 def pool_from_metadata(pool: ModelPool, llms: dict[str, LLM]) -> ModelPool:
-    """The pool with each spec's context window and output lengths narrowed to its LLM's own (a spec
-    may narrow them, never widen them), and tool calling, where the spec leaves it unset, from the LLM's
-    metadata; the same pool when nothing changes. The router then never sends a prompt to an LLM that
-    cannot take it, and expects no more output than the LLM writes (the room LlamaIndex leaves for it)."""
+    """The pool with each spec's context window and expected output length narrowed to its LLM's own (a
+    spec may narrow them, never widen them), and tool calling, where the spec leaves it unset, from the
+    LLM's metadata; the same pool when nothing changes. The router then never sends a prompt to an LLM
+    that cannot take it, and expects no more output than the room LlamaIndex leaves for it. The spec's
+    ``max_output_tokens`` stays: ``num_output`` is a prompt-packing reservation, not a limit most LLMs
+    enforce, so it cannot bound the budget's worst case."""
     specs = []
     for spec in pool.models:
         own = llms[spec.name].metadata
         update: dict[str, Any] = {}
         if 0 < own.context_window < spec.context_window:
             update["context_window"] = own.context_window
-        if 0 < own.num_output < spec.max_output_tokens:
-            update["max_output_tokens"] = own.num_output
         if 0 < own.num_output < spec.expected_output_tokens:
             update["expected_output_tokens"] = float(own.num_output)
         if "supports_tools" not in spec.model_fields_set and own.is_function_calling_model != spec.supports_tools:

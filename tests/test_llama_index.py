@@ -30,7 +30,7 @@ from llama_index.core.tools import FunctionTool
 from llama_index.llms.openai import OpenAI
 from pydantic import BaseModel
 
-from llama_index_routoo import LocalGGUFLLM, MiniLMEmbedding, RoutooBudget, RoutooLLM
+from llama_index_routoo import BudgetExhaustedError, LocalGGUFLLM, MiniLMEmbedding, RoutooBudget, RoutooLLM
 from llama_index_routoo.llm import RoutedCallEvent
 from routoo_shared.fallback import AllModelsFailedError
 from routoo_shared.router import Router
@@ -342,6 +342,8 @@ class ScriptedLLM(CustomLLM):
 
     plan: list[str] = ["answer"]
     reply: str = "scripted answer"
+    output_tokens: int = 20
+    delay_s: float = 0.0
     calls: int = 0
 
     @property
@@ -362,7 +364,8 @@ class ScriptedLLM(CustomLLM):
             raise TypeError("unexpected keyword argument 'temprature'")
         if outcome == "interrupt":
             raise KeyboardInterrupt
-        return CompletionResponse(text=self.reply, raw={"usage": {"prompt_tokens": 10, "completion_tokens": 20}})
+        usage = {"prompt_tokens": 10, "completion_tokens": self.output_tokens}
+        return CompletionResponse(text=self.reply, raw={"usage": usage})
 
     @llm_completion_callback()
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
@@ -374,8 +377,7 @@ class ScriptedLLM(CustomLLM):
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         outcome = self._outcome()
-        if outcome == "hang":
-            await asyncio.sleep(5)
+        await asyncio.sleep(5 if outcome == "hang" else self.delay_s)
         return self._answer(outcome)
 
     @llm_completion_callback()
@@ -429,6 +431,24 @@ async def test_budget_holds_are_settled_on_every_exit_path():
     with pytest.raises(AllModelsFailedError):
         routoo.complete("hello")
     assert budget.reserved_usd == 0 and budget.spent_usd <= budget.total_usd
+
+
+def test_1000_concurrent_calls_writing_past_num_output_overshoot_by_at_most_one_call():
+    budget = RoutooBudget(total_usd=0.02)  # about 7 calls at their real cost
+    routoo = scripted_routoo(budget=budget)
+    for llm in routoo.llms.values():
+        llm.output_tokens = 3000  # metadata says num_output=64: LlamaIndex's reservation, not a limit
+        llm.delay_s = 0.05  # calls overlap
+
+    async def burst():
+        return await asyncio.gather(*(routoo.acomplete(f"question {i}") for i in range(1000)), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    answered = [r for r in results if isinstance(r, CompletionResponse)]
+    assert answered and all(isinstance(r, (CompletionResponse, BudgetExhaustedError)) for r in results)
+    largest = max(routoo.router.pool[name].cost(10, 3000) for name in TRIO)
+    assert budget.spent_usd <= budget.total_usd + largest
+    assert budget.reserved_usd == 0 and budget.calls == len(answered)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

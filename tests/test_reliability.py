@@ -35,6 +35,7 @@ class Scripted(BaseChatModel):
 
     plan: list[str] = ["answer"]
     output_tokens: int = 20
+    delay_s: float = 0.0
     calls: int = 0
 
     @property
@@ -64,8 +65,7 @@ class Scripted(BaseChatModel):
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
         outcome = self._outcome()
-        if outcome == "hang":
-            await asyncio.sleep(5)
+        await asyncio.sleep(5 if outcome == "hang" else self.delay_s)
         if outcome == "cancel":
             raise asyncio.CancelledError()
         return ChatResult(generations=[ChatGeneration(message=self._message(outcome))])
@@ -152,10 +152,11 @@ def test_cancelled_and_interrupted_calls_release_their_holds():
 
 # ----- kind 2: the budget's bound is a guarantee
 def test_1000_concurrent_calls_that_overrun_their_estimate_overshoot_by_at_most_one_call():
-    budget = RoutooBudget(total_usd=2e-3)
+    budget = RoutooBudget(total_usd=0.02)  # about 7 calls at their real cost
     chat = routoo(budget=budget)
     for model in chat.models.values():
         model.output_tokens = 3000  # the estimate expects ~100-270 output tokens
+        model.delay_s = 0.05  # calls overlap
 
     async def burst():
         return await asyncio.gather(*(chat.ainvoke(f"question {i}") for i in range(1000)), return_exceptions=True)

@@ -4,8 +4,7 @@ Prompts are fresh (never embedded before, empty embedding cache), so every numbe
 MiniLM encoder pass. Encoder paths, measured in this one process on the same prompts, interleaved
 prompt by prompt so that load from other processes hits them alike:
 - eager: eager PyTorch float32 (the path before TorchScript was the default),
-- onnx: the model exported to ONNX and run by ONNX Runtime (the default),
-- torchscript: the traced, frozen float32 model (the default before ONNX Runtime),
+- torchscript: the traced, frozen float32 model (the default),
 - int8: eager with ``torch.ao.quantization.quantize_dynamic`` on the Linear layers (measured, not used).
 Agreement with eager on the dev split's prompts (vectors recomputed, not read from the shipped
 cache): cosine of the vectors, share of prompts routed to the same model, and dev AIQ.
@@ -35,7 +34,7 @@ from routoo_shared.router import Router  # noqa: E402
 from routoo_shared.tokens import count_tokens_batch  # noqa: E402
 
 WORDS = "integral proof enzyme treaty torque market verdict neuron photon tariff lemma habitat".split()
-PATHS = ("eager", "torchscript", "onnx", "int8")
+PATHS = ("eager", "torchscript", "int8")
 
 
 def prompts(n: int, seed: int) -> list[str]:
@@ -53,7 +52,7 @@ def p50_ms(call, items) -> float:
 
 def encoder(path: str) -> PromptEncoder:
     """An encoder of the given path with an empty cache (the shipped dataset vectors are not read)."""
-    made = PromptEncoder(runtime="eager" if path == "int8" else path)
+    made = PromptEncoder(torchscript=path == "torchscript")
     made.cache = EmbeddingCache("benchmark-empty", Path(tempfile.mkdtemp()))
     made._load()
     if path == "int8":
@@ -138,11 +137,11 @@ def main() -> None:
 
     names = router.pool.names
     models = {n: FakeListChatModel(responses=["fine"] * 10_000) for n in names}
-    routoo = RoutooChatModel(models=models, router=by_path["onnx"])
+    routoo = RoutooChatModel(models=models, router=by_path["torchscript"])
     chosen = router.route(prompts(1, 999)[0]).model
     direct = p50_ms(lambda p: models[chosen].invoke(p), prompts(100, 2))
     routed = p50_ms(routoo.invoke, prompts(100, 3))
-    default = latency["onnx"]
+    default = latency["torchscript"]
     result = {
         "route_p50_ms_batch1": default["route_p50_ms_batch1"],
         "route_ms_per_prompt_batch64": default["route_ms_per_prompt_batch64"],

@@ -3,18 +3,16 @@
 Embedding is the slow part of training (~50 ms a prompt on 2 cores), so every vector is cached
 by (encoder, max length, text hash); the bundled datasets ship their vectors precomputed.
 
-Routing a prompt runs the encoder once, so its per-call overhead is routing's latency. By default
-the model is exported to ONNX (in memory, at first use) and run by ONNX Runtime: the same float32
-vectors as eager PyTorch (~1e-7 apart, so predictions stay consistent with the shipped vectors)
-with far less per-operator overhead on short prompts. TorchScript (traced and frozen) and eager
-PyTorch remain as ``runtime`` choices; benchmarks/routing_latency.py measures every path in one
-process. Int8 dynamic quantisation was measured and not taken: it moved vectors materially.
+Routing a prompt runs the encoder once, so its per-call overhead is routing's latency. The model
+is traced with TorchScript and frozen for inference: the same float32 arithmetic as eager PyTorch
+(vectors agree to ~1e-7, so predictions stay consistent with the shipped float vectors) with
+less per-operator dispatch (benchmarks/routing_latency.py measures both paths). Int8 dynamic
+quantisation was measured and not taken: it moved vectors materially (cosine ~0.95 to float).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import threading
 import warnings
@@ -27,7 +25,6 @@ from tqdm.auto import tqdm
 from routoo_shared.data import BUNDLED_DIR
 
 ENCODER_NAME = "all-MiniLM-L6-v2"
-RUNTIMES = ("onnx", "torchscript", "eager")
 BUNDLED_EMBEDDINGS = BUNDLED_DIR / "embeddings"
 
 
@@ -110,49 +107,20 @@ def trace_for_inference(module: MeanPooled, example: dict[str, torch.Tensor]) ->
         return torch.jit.optimize_for_inference(traced)
 
 
-class OnnxRunner:
-    """A ``MeanPooled`` module exported to ONNX in memory and run by ONNX Runtime on the CPU, with as
-    many threads as torch uses; called like the module: (batch, tokens) ids and mask -> (batch, dim)."""
-
-    def __init__(self, module: MeanPooled, example: dict[str, torch.Tensor]):
-        import onnxruntime
-
-        exported = io.BytesIO()
-        axes = {0: "batch", 1: "tokens"}
-        with warnings.catch_warnings(), torch.inference_mode():
-            warnings.simplefilter("ignore")  # exporter notes on fixed branches; deprecation notes
-            torch.onnx.export(
-                module.eval(), (example["input_ids"], example["attention_mask"]), exported,
-                input_names=["input_ids", "attention_mask"], output_names=["vectors"], opset_version=17,
-                dynamic_axes={"input_ids": axes, "attention_mask": axes, "vectors": {0: "batch"}}, dynamo=False,
-            )
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = torch.get_num_threads()
-        options.log_severity_level = 3  # errors only
-        self.session = onnxruntime.InferenceSession(exported.getvalue(), options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        feeds = {"input_ids": input_ids.numpy(), "attention_mask": attention_mask.numpy()}
-        return torch.from_numpy(self.session.run(None, feeds)[0])
-
-
 class PromptEncoder:
     """Frozen MiniLM sentence encoder: text -> 384-d L2-normalised mean-pooled vector.
 
-    ``runtime``: ``onnx`` (default, ONNX Runtime), ``torchscript`` (traced, frozen) or ``eager``
-    PyTorch: the same vectors, fastest first for single prompts. Raises ValueError for another name.
+    ``torchscript`` (default) runs the traced model; False runs eager PyTorch, the same numbers slower.
     """
 
     dim = 384
 
     def __init__(
-        self, max_length: int = 256, batch_size: int = 32, cache_dir: Path | None = None, runtime: str = "onnx"
+        self, max_length: int = 256, batch_size: int = 32, cache_dir: Path | None = None, torchscript: bool = True
     ):
-        if runtime not in RUNTIMES:
-            raise ValueError(f"unknown encoder runtime {runtime!r}; known: {', '.join(RUNTIMES)}")
         self.max_length = max_length
         self.batch_size = batch_size
-        self.runtime = runtime
+        self.torchscript = torchscript
         self.name = f"{ENCODER_NAME}-{max_length}"
         self.cache = EmbeddingCache(self.name, cache_dir)
         self._model = None
@@ -161,7 +129,7 @@ class PromptEncoder:
 
     def __reduce__(self):
         """Pickled by its settings: a copy (another process) reloads the cache and, when used, the model."""
-        return type(self), (self.max_length, self.batch_size, self.cache.path.parent, self.runtime)
+        return type(self), (self.max_length, self.batch_size, self.cache.path.parent)
 
     def _load(self) -> None:
         if self._model is None:
@@ -172,11 +140,8 @@ class PromptEncoder:
             path = _minilm_dir()
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             model = MeanPooled(AutoModel.from_pretrained(path)).eval()
-            example = self._tokens(["an example prompt", "a longer example prompt to pad"])
-            if self.runtime == "onnx":
-                model = OnnxRunner(model, example)
-            elif self.runtime == "torchscript":
-                model = trace_for_inference(model, example)
+            if self.torchscript:
+                model = trace_for_inference(model, self._tokens(["an example prompt", "a longer example prompt to pad"]))
             self._model = model
 
     def _tokens(self, texts: list[str]) -> dict[str, torch.Tensor]:

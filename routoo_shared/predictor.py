@@ -199,22 +199,27 @@ def _train_member(x, y, category, n_categories, x_dev, score: _DevScore, config:
     return network.eval()
 
 
-def _learn_new_model(network: QualityNetwork, x: torch.Tensor, y: torch.Tensor, split: int, config: TrainConfig) -> None:
+def _learn_new_model(
+    network: QualityNetwork, x: torch.Tensor, y: torch.Tensor, split: int, config: TrainConfig, like: int
+) -> None:
     """Fit one more model's (bias, slope, offsets, embedding) on frozen prompt representations and append them.
 
-    The first ``split`` rows are held out for early stopping. Offsets and embedding are L2-shrunk
-    towards zero: with a few hundred labels, the pool's shared difficulty carries most of the signal.
+    The first ``split`` rows are held out for early stopping. The fit starts at the known model
+    ``like`` (the one whose predictions fit the labels best) and its category offsets are L2-shrunk
+    towards that model's, the embedding towards zero: a few hundred labels set the level and adjust
+    the profile, while the known model's profile (learnt from thousands of labels) carries the ranking.
     """
     with torch.no_grad():
         h, d, category_logits = network.prompt_side(x)
-    bias = nn.Parameter(torch.logit(y.mean().clamp(0.02, 0.98)).reshape(1))
-    slope = nn.Parameter(torch.full((1,), 0.5413))
-    offsets = nn.Parameter(torch.zeros(1, network.offsets.shape[1]))
+        anchor = network.offsets[like : like + 1].clone()
+    bias = nn.Parameter(network.bias[like : like + 1].detach().clone())
+    slope = nn.Parameter(network.slope[like : like + 1].detach().clone())
+    offsets = nn.Parameter(anchor.clone())
     embedding = nn.Parameter(torch.zeros(1, h.shape[1]), requires_grad=config.model_embedding)
 
     def loss_on(rows: torch.Tensor) -> torch.Tensor:
         logits = QualityNetwork.combine(h[rows], d[rows], category_logits[rows], bias, slope, offsets, embedding)
-        return _masked_bce(logits, y[rows]) + 1e-3 * (embedding.pow(2).sum() + offsets.pow(2).sum())
+        return _masked_bce(logits, y[rows]) + 1e-3 * (embedding.pow(2).sum() + (offsets - anchor).pow(2).sum())
 
     held_out = torch.arange(split)
     _fit(
@@ -439,7 +444,8 @@ class Predictor:
         return float(grid[int(np.argmin(losses))])
 
     def add_model(self, name: str, prompts: list[str], correct: np.ndarray, epochs: int = 200) -> None:
-        """Learn a new model's (bias, slope, category offsets, embedding) from labelled prompts; the rest stays frozen.
+        """Learn a new model's (bias, slope, category offsets, embedding) from labelled prompts, starting
+        at the known model whose predictions fit them best; the rest stays frozen.
 
         ``correct``: one score a prompt in [0, 1] (0/1 correctness, or a soft score such as a
         judge's probability). Raises ValueError for a known name, too few prompts, or scores that
@@ -455,9 +461,12 @@ class Predictor:
         torch.manual_seed(self.config.seed)
         x, y = self.inputs(prompts), torch.from_numpy(correct)[:, None]
         split = max(1, len(prompts) // 5)
+        known = np.clip(self.predict(prompts[split:]), 1e-4, 1 - 1e-4)
+        fit = correct[split:, None]
+        like = int(np.nanargmin(-(fit * np.log(known) + (1 - fit) * np.log(1 - known)).mean(0)))
         config = self.config.model_copy(update={"epochs": epochs, "batch_size": 64, "lr": 1e-2, "patience": 20})
         for network in self.networks:
-            _learn_new_model(network, x, y, split, config)
+            _learn_new_model(network, x, y, split, config, like)
         self.models.append(name)
 
     def report(self, prompts: list[str], correct: np.ndarray) -> dict[str, dict[str, float]]:

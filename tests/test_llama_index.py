@@ -36,6 +36,7 @@ from routoo_shared.fallback import AllModelsFailedError
 from routoo_shared.router import Router
 from routoo_shared.selector import Constraints
 from tests.conftest import TRIO, trio_router
+from tests.exit_paths import run_exit_paths
 from tests.fake_openai import FakeOpenAI
 
 REPLY = "Paris is the capital of France."
@@ -459,31 +460,10 @@ def test_any_mix_of_exit_paths_leaves_no_hold(steps, asynchronous):
     plan = [("hang" if asynchronous and step == "interrupt" else step) for step in steps if step in OUTCOMES] or ["answer"]
     routoo = scripted_routoo({name: plan for name in TRIO}, budget=budget, timeout_s=0.05, max_fallbacks=1)
 
-    async def call_async(step: str) -> None:
-        if step == "abandon":
-            stream = await routoo.astream_complete("hello")
-            await anext(stream, None)
-            await stream.aclose()
-        elif step == "unstarted":
-            await routoo.astream_complete("hello")
-        else:
-            await asyncio.wait_for(routoo.acomplete("hello"), 0.04 if step == "interrupt" else 1.0)
-
-    def call_sync(step: str) -> None:
-        if step == "abandon":
-            stream = routoo.stream_complete("hello")
-            next(stream, None)
-            stream.close()
-        elif step == "unstarted":
-            routoo.stream_complete("hello")
-        else:
-            routoo.complete("hello")
-
-    for step in steps:
-        try:
-            asyncio.run(call_async(step)) if asynchronous else call_sync(step)
-        except (Exception, KeyboardInterrupt, asyncio.CancelledError):
-            pass
+    run_exit_paths(
+        steps, asynchronous, routoo.complete, routoo.acomplete, routoo.stream_complete, routoo.astream_complete,
+        interrupt_wait_s=0.04,
+    )
     assert budget.reserved_usd == 0 and budget.remaining_usd == pytest.approx(1.0 - budget.spent_usd)
 
 

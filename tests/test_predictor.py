@@ -121,6 +121,17 @@ def test_add_model_takes_soft_scores_and_rejects_bad_ones(bundled_predictor, tmp
     np.testing.assert_allclose(reloaded.predict(PROMPTS), predictor.predict(PROMPTS), rtol=1e-5)
 
 
+def test_a_new_model_scored_like_a_known_one_is_predicted_like_it(bundled_predictor, tmp_path):
+    """add_model starts at the known model whose predictions fit the scores best and keeps its profile."""
+    predictor = Predictor.load(bundled_predictor.save(tmp_path / "p"))
+    prompts = [q.prompt for q in load_questions(bundled("mmlu_pro"), split="dev")[:200]]
+    twin = "Phi-3-mini-4k-instruct"
+    predictor.add_model("twin", prompts, predictor.predict(prompts, [twin])[:, 0])  # soft scores
+    test = [q.prompt for q in load_questions(bundled("mmlu_pro"), split="test")[:300]]
+    quality = predictor.predict(test, [twin, "twin"])
+    assert np.corrcoef(quality.T)[0, 1] > 0.995  # starting from zero offsets: 0.989
+
+
 def test_category_head_and_lookup_table_train_on_a_slice():
     """A short training run on a slice: the head learns offsets and a classifier (not a quality claim)."""
     questions = load_questions(bundled("mmlu_pro"))

@@ -25,6 +25,7 @@ from routoo_shared.fallback import AllModelsFailedError, AttemptTimeoutError, re
 from routoo_shared.pool import ModelSpec
 from routoo_shared.selector import Constraints
 from tests.conftest import TRIO, trio_router
+from tests.exit_paths import run_exit_paths
 from tests.fake_openai import FakeOpenAI
 
 OUTCOMES = ("answer", "fail", "empty_billed", "hang", "cancel", "interrupt", "type_error")
@@ -96,29 +97,7 @@ def test_any_mix_of_exit_paths_leaves_no_hold(steps, asynchronous):
     plan = plan or ["answer"]
     chat = routoo({name: plan for name in TRIO}, budget=budget, timeout_s=0.05, max_fallbacks=1)
 
-    async def call_async(step):
-        if step == "abandon":
-            stream = chat.astream("hello")
-            await anext(stream, None)
-            await stream.aclose()
-        elif step != "unstarted":
-            await asyncio.wait_for(chat.ainvoke("hello"), 1.0)
-
-    def call_sync(step):
-        if step == "abandon":
-            stream = chat.stream("hello")
-            next(stream, None)
-            stream.close()
-        elif step == "unstarted":
-            chat.stream("hello")
-        else:
-            chat.invoke("hello")
-
-    for step in steps:
-        try:
-            asyncio.run(call_async(step)) if asynchronous else call_sync(step)
-        except (Exception, KeyboardInterrupt, asyncio.CancelledError):
-            pass
+    run_exit_paths(steps, asynchronous, chat.invoke, chat.ainvoke, chat.stream, chat.astream)
     assert budget.reserved_usd == 0
     assert budget.spent_usd >= 0 and budget.remaining_usd == pytest.approx(1.0 - budget.spent_usd)
 

@@ -13,6 +13,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from routoo_shared.budget import checked_usd
 from routoo_shared.pool import ModelPool
 
 # Order matters: a model masked by several constraints is reported under the first.
@@ -258,8 +259,10 @@ def plan_budget(quality: np.ndarray, cost: np.ndarray, budget: float, feasible: 
 
     A bisection on the Lagrange multiplier mu finds the cheapest-to-feasible assignment
     argmax(P - mu C); the leftover budget then buys the best quality-per-dollar upgrades.
-    The LP bound is the Lagrangian dual min_mu sum max(P - mu C) + mu B.
+    The LP bound is the Lagrangian dual min_mu sum max(P - mu C) + mu B. ``budget`` (USD) must be a
+    finite, non-negative number (TypeError / ValueError otherwise).
     """
+    budget = checked_usd(budget, "budget_usd")
     quality = np.asarray(quality, dtype=float)
     cost = np.asarray(cost, dtype=float)
     feasible = np.ones_like(quality, dtype=bool) if feasible is None else feasible

@@ -160,6 +160,10 @@ def test_budget_numbers_are_checked_where_they_enter():
         budget.settle(hold, math.nan)
     with pytest.raises(ValueError):
         budget.reserve("m", -0.1)
+    router = trio_router()
+    for bad, error in ((math.nan, ValueError), (math.inf, ValueError), (-1.0, ValueError), ("0.001", TypeError), (None, TypeError)):
+        with pytest.raises(error, match="budget_usd"):
+            router.plan_batch(["Who wrote Hamlet?"], budget_usd=bad)
 
 
 # ----- kind 3: every number that enters is checked

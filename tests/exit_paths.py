@@ -1,5 +1,5 @@
-"""Drives a routed model through a sequence of exit paths (answer, error, timeout, cancellation,
-interrupt, abandoned and never-started streams), for the budget tests of both integrations."""
+"""Budget drivers shared by both integrations' tests: a sequence of exit paths (answer, error,
+timeout, cancellation, interrupt, abandoned and never-started streams), and a burst of concurrent calls."""
 
 from __future__ import annotations
 
@@ -48,3 +48,23 @@ def run_exit_paths(
             asyncio.run(step_async(step)) if asynchronous else step_sync(step)
         except (Exception, KeyboardInterrupt, asyncio.CancelledError):
             pass
+
+
+def assert_burst_overshoots_by_at_most_one_call(
+    budget: Any, acall: Callable, answer_type: type, pool: Any, models: list[str], real_usage: tuple[int, int],
+    calls: int = 1000,
+) -> None:
+    """``calls`` concurrent ``acall``s on ``budget``: each answers or is refused with
+    ``BudgetExhaustedError``; spending exceeds the total by at most the priciest call at
+    ``real_usage`` (input, output tokens); no hold is left and every answer was charged."""
+    from routoo_shared.budget import BudgetExhaustedError
+
+    async def burst() -> list[Any]:
+        return await asyncio.gather(*(acall(f"question {i}") for i in range(calls)), return_exceptions=True)
+
+    results = asyncio.run(burst())
+    answered = [r for r in results if isinstance(r, answer_type)]
+    assert answered and all(isinstance(r, (answer_type, BudgetExhaustedError)) for r in results)
+    largest = max(pool[name].cost(*real_usage) for name in models)
+    assert budget.spent_usd <= budget.total_usd + largest
+    assert budget.reserved_usd == 0 and budget.calls == len(answered)

@@ -30,13 +30,13 @@ from llama_index.core.tools import FunctionTool
 from llama_index.llms.openai import OpenAI
 from pydantic import BaseModel
 
-from llama_index_routoo import BudgetExhaustedError, LocalGGUFLLM, MiniLMEmbedding, RoutooBudget, RoutooLLM
+from llama_index_routoo import LocalGGUFLLM, MiniLMEmbedding, RoutooBudget, RoutooLLM
 from llama_index_routoo.llm import RoutedCallEvent
 from routoo_shared.fallback import AllModelsFailedError
 from routoo_shared.router import Router
 from routoo_shared.selector import Constraints
 from tests.conftest import TRIO, trio_router
-from tests.exit_paths import run_exit_paths
+from tests.exit_paths import assert_burst_overshoots_by_at_most_one_call, run_exit_paths
 from tests.fake_openai import FakeOpenAI
 
 REPLY = "Paris is the capital of France."
@@ -440,16 +440,7 @@ def test_1000_concurrent_calls_writing_past_num_output_overshoot_by_at_most_one_
     for llm in routoo.llms.values():
         llm.output_tokens = 3000  # metadata says num_output=64: LlamaIndex's reservation, not a limit
         llm.delay_s = 0.05  # calls overlap
-
-    async def burst():
-        return await asyncio.gather(*(routoo.acomplete(f"question {i}") for i in range(1000)), return_exceptions=True)
-
-    results = asyncio.run(burst())
-    answered = [r for r in results if isinstance(r, CompletionResponse)]
-    assert answered and all(isinstance(r, (CompletionResponse, BudgetExhaustedError)) for r in results)
-    largest = max(routoo.router.pool[name].cost(10, 3000) for name in TRIO)
-    assert budget.spent_usd <= budget.total_usd + largest
-    assert budget.reserved_usd == 0 and budget.calls == len(answered)
+    assert_burst_overshoots_by_at_most_one_call(budget, routoo.acomplete, CompletionResponse, routoo.router.pool, TRIO, (10, 3000))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])

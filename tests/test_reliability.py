@@ -20,12 +20,12 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
 
-from langchain_routoo import BudgetExhaustedError, RoutooBudget, RoutooChatModel
+from langchain_routoo import RoutooBudget, RoutooChatModel
 from routoo_shared.fallback import AllModelsFailedError, AttemptTimeoutError, retry_after_s
 from routoo_shared.pool import ModelSpec
 from routoo_shared.selector import Constraints
 from tests.conftest import TRIO, trio_router
-from tests.exit_paths import run_exit_paths
+from tests.exit_paths import assert_burst_overshoots_by_at_most_one_call, run_exit_paths
 from tests.fake_openai import FakeOpenAI
 
 OUTCOMES = ("answer", "fail", "empty_billed", "hang", "cancel", "interrupt", "type_error")
@@ -136,16 +136,7 @@ def test_1000_concurrent_calls_that_overrun_their_estimate_overshoot_by_at_most_
     for model in chat.models.values():
         model.output_tokens = 3000  # the estimate expects ~100-270 output tokens
         model.delay_s = 0.05  # calls overlap
-
-    async def burst():
-        return await asyncio.gather(*(chat.ainvoke(f"question {i}") for i in range(1000)), return_exceptions=True)
-
-    results = asyncio.run(burst())
-    answered = [r for r in results if isinstance(r, AIMessage)]
-    assert answered and all(isinstance(r, (AIMessage, BudgetExhaustedError)) for r in results)
-    largest = max(chat.router.pool[name].cost(10, 3000) for name in TRIO)
-    assert budget.spent_usd <= budget.total_usd + largest
-    assert budget.reserved_usd == 0 and budget.calls == len(answered)
+    assert_burst_overshoots_by_at_most_one_call(budget, chat.ainvoke, AIMessage, chat.router.pool, TRIO, (10, 3000))
 
 
 def test_budget_numbers_are_checked_where_they_enter():

@@ -461,7 +461,7 @@ class Predictor:
         torch.manual_seed(self.config.seed)
         x, y = self.inputs(prompts), torch.from_numpy(correct)[:, None]
         split = max(1, len(prompts) // 5)
-        known = np.clip(self.predict(prompts[split:]), 1e-4, 1 - 1e-4)
+        known = np.clip(torch.sigmoid(self._logits(x[split:]) / self.temperature).numpy(), 1e-4, 1 - 1e-4)  # x once
         fit = correct[split:, None]
         like = int(np.nanargmin(-(fit * np.log(known) + (1 - fit) * np.log(1 - known)).mean(0)))
         config = self.config.model_copy(update={"epochs": epochs, "batch_size": 64, "lr": 1e-2, "patience": 20})

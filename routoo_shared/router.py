@@ -13,7 +13,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from routoo_shared.batching import BatchingPredictor
-from routoo_shared.budget import BudgetExhaustedError, RoutooBudget, checked_usd
+from routoo_shared.budget import BudgetExhaustedError, RoutooBudget
 from routoo_shared.cascade import CascadePlan, CascadePolicy
 from routoo_shared.data import BUNDLED_DIR
 from routoo_shared.data import pool_names as expand_pool
@@ -244,8 +244,8 @@ class Router:
     def plan_batch(self, prompts: list[Any], budget_usd: float, **settings) -> list[RoutingDecision]:
         """The paper's setting: a total budget (USD) for the whole batch, spent where it buys most quality.
 
-        Raises TypeError / ValueError for a budget that is not a finite, non-negative number."""
-        budget_usd = checked_usd(budget_usd, "budget_usd")  # before any prediction
+        Raises TypeError / ValueError (from ``plan_budget``) for a budget that is not a finite,
+        non-negative number."""
         constraints = self.constraints.merged(**settings)
         texts, tokens, quality = self._predict(prompts)
         base = self.selector.select(quality, tokens, constraints.model_copy(update={"quality_cost_tradeoff": 0.0}))

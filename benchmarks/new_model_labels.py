@@ -33,11 +33,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from routoo_shared.calibration import describe_questions, question_difficulty, select_prompts
-from routoo_shared.data import Outcomes, bundled, load_pool, load_questions, split_of
-from routoo_shared.metrics import auc, log_loss
-from routoo_shared.predictor import Predictor, TrainConfig
-from routoo_shared.router import BUNDLED_PREDICTOR
+from routoo_shared.predictors.calibration import describe_questions, question_difficulty, select_prompts
+from routoo_shared.data.formats import Outcomes, bundled, load_questions, split_of
+from routoo_shared.routing.models_file import load_pool
+from routoo_shared.evaluation.metrics import auc, log_loss
+from routoo_shared.predictors.predictor import Predictor, TrainConfig
+from routoo_shared.routing.router import BUNDLED_PREDICTOR
 
 SIZES = (25, 50, 100, 200, 400)
 RESULTS = Path(__file__).resolve().parent / "results" / "new_model_labels.json"

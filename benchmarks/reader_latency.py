@@ -22,10 +22,10 @@ os.environ["ROUTOO_CACHE_DIR"] = tempfile.mkdtemp()
 
 import torch  # noqa: E402
 
-from routoo_shared.data import bundled, load_questions, split_of  # noqa: E402
-from routoo_shared.evaluation import make_encoder, representation_of, train_head, with_expected_output  # noqa: E402
-from routoo_shared.predictor import TrainConfig  # noqa: E402
-from routoo_shared.router import Router  # noqa: E402
+from routoo_shared.data.formats import bundled, load_questions, split_of  # noqa: E402
+from routoo_shared.evaluation.harness import make_encoder, representation_of, train_head, with_expected_output  # noqa: E402
+from routoo_shared.predictors.predictor import TrainConfig  # noqa: E402
+from routoo_shared.routing.router import Router  # noqa: E402
 
 
 def fresh_prompts(n: int, offset: int) -> list[str]:

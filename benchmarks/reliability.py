@@ -40,8 +40,8 @@ from llama_index.core.llms.custom import CustomLLM  # noqa: E402
 
 from langchain_routoo import RoutooChatModel  # noqa: E402
 from llama_index_routoo.llm import RoutooLLM  # noqa: E402
-from routoo_shared.budget import BudgetExhaustedError, RoutooBudget  # noqa: E402
-from routoo_shared.router import Router  # noqa: E402
+from routoo_shared.routing.budget import BudgetExhaustedError, RoutooBudget  # noqa: E402
+from routoo_shared.routing.router import Router  # noqa: E402
 
 POOL = ["Phi-3-mini-4k-instruct", "Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B-Instruct"]
 FAULTS = ("fails", "hangs", "rate_limited", "breaks_mid_stream", "streams_nothing")
@@ -259,8 +259,8 @@ def loop_stall(framework: str, router: Router, calls: int = 64) -> dict:
 
 
 def bad_inputs(router: Router) -> dict:
-    from routoo_shared.pool import ModelSpec
-    from routoo_shared.selector import Constraints
+    from routoo_shared.routing.pool import ModelSpec
+    from routoo_shared.routing.selector import Constraints
 
     def model(**settings):
         return RoutooChatModel(models={n: LangChainModel(behaviour=Behaviour()) for n in POOL}, router=router, **settings)

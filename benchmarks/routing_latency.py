@@ -27,11 +27,11 @@ import torch  # noqa: E402
 from langchain_core.language_models import FakeListChatModel  # noqa: E402
 
 from langchain_routoo import RoutooChatModel  # noqa: E402
-from routoo_shared.data import bundled, load_questions  # noqa: E402
-from routoo_shared.encoder import EmbeddingCache, PromptEncoder  # noqa: E402
-from routoo_shared.evaluation import Evaluation, Point, aiq  # noqa: E402
-from routoo_shared.router import Router  # noqa: E402
-from routoo_shared.tokens import count_tokens_batch  # noqa: E402
+from routoo_shared.data.formats import bundled, load_questions  # noqa: E402
+from routoo_shared.predictors.encoder import EmbeddingCache, PromptEncoder  # noqa: E402
+from routoo_shared.evaluation.harness import Evaluation, Point, aiq  # noqa: E402
+from routoo_shared.routing.router import Router  # noqa: E402
+from routoo_shared.routing.tokens import count_tokens_batch  # noqa: E402
 
 WORDS = "integral proof enzyme treaty torque market verdict neuron photon tariff lemma habitat".split()
 PATHS = ("eager", "torchscript", "int8")

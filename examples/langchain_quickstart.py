@@ -8,7 +8,7 @@ from langchain_core.prompts import ChatPromptTemplate
 from langchain_openai import ChatOpenAI
 
 from langchain_routoo import LocalChatModel, RoutooBudget, RoutooChatModel
-from routoo_shared.local_llm import local_router
+from routoo_shared.local.llm import local_router
 
 router = local_router()  # bundled predictor + both local models learned from their real MMLU answers
 models = {name: LocalChatModel(model=name, max_tokens=24) for name in router.pool.names}

@@ -7,7 +7,7 @@ from llama_index.core import Document, Settings, VectorStoreIndex
 from llama_index.core.llms import ChatMessage
 
 from llama_index_routoo import LocalGGUFLLM, MiniLMEmbedding, RoutooLLM
-from routoo_shared.local_llm import local_router
+from routoo_shared.local.llm import local_router
 
 router = local_router()
 llms = {name: LocalGGUFLLM(model=name, max_tokens=32) for name in router.pool.names}

@@ -2,6 +2,6 @@
 
 from langchain_routoo.chat_model import RoutooChatModel
 from langchain_routoo.local import LocalChatModel
-from routoo_shared.budget import BudgetExhaustedError, RoutooBudget
+from routoo_shared.routing.budget import BudgetExhaustedError, RoutooBudget
 
 __all__ = ["RoutooChatModel", "LocalChatModel", "RoutooBudget", "BudgetExhaustedError"]

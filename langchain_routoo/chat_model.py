@@ -37,11 +37,11 @@ from langchain_core.runnables.configurable import RunnableConfigurableFields
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, model_validator
 
-from routoo_shared.messages import has_image
-from routoo_shared.pool import ModelPool, fields_from_profile
-from routoo_shared.cascade import AnswerEvidence
-from routoo_shared.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls, Usage
-from routoo_shared.tokens import token_ids
+from routoo_shared.routing.messages import has_image
+from routoo_shared.routing.pool import ModelPool, fields_from_profile
+from routoo_shared.routing.cascade import AnswerEvidence
+from routoo_shared.routing.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls, Usage
+from routoo_shared.routing.tokens import token_ids
 
 TAG_NOSTREAM = "nostream"  # langgraph.constants.TAG_NOSTREAM: LangGraph's message stream skips these runs
 TOOL_OPTIONS = "tool_options"  # bind_tools' options, replayed on the chosen model's own bind_tools

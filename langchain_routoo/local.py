@@ -12,8 +12,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 
-from routoo_shared.local_llm import LocalLLM
-from routoo_shared.messages import content_text
+from routoo_shared.local.llm import LocalLLM
+from routoo_shared.routing.messages import content_text
 
 ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "user"}
 

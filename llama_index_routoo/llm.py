@@ -1,6 +1,6 @@
 """RoutooLLM: a LlamaIndex LLM that routes every call to one LLM of a pool.
 
-The engine (``routoo_shared.routed_calls``) routes, holds and settles the budget, times attempts out
+The engine (``routoo_shared.routing.routed_calls``) routes, holds and settles the budget, times attempts out
 and falls back; this module only translates LlamaIndex calls and responses. Two kinds of call:
 
 - message calls (``chat``, ``complete``, their async and stream forms, and tool calls, which LlamaIndex
@@ -53,11 +53,11 @@ from llama_index.core.schema import BaseComponent
 from llama_index.core.types import PydanticProgramMode
 from pydantic import ConfigDict, model_validator
 
-from routoo_shared.messages import has_image
-from routoo_shared.pool import ModelPool
-from routoo_shared.cascade import AnswerEvidence
-from routoo_shared.routed_calls import FirstAnswer, RoutedCall, RoutedCalls, Usage
-from routoo_shared.tokens import count_tokens
+from routoo_shared.routing.messages import has_image
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.routing.cascade import AnswerEvidence
+from routoo_shared.routing.routed_calls import FirstAnswer, RoutedCall, RoutedCalls, Usage
+from routoo_shared.routing.tokens import count_tokens
 
 TOOLS_KEY = "routoo_tools"  # tools travel as given until the chosen LLM formats them
 Result = TypeVar("Result")

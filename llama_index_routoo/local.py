@@ -20,9 +20,8 @@ from llama_index.core.base.llms.types import (
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 from llama_index.core.llms.custom import CustomLLM
 
-from routoo_shared.encoder import PromptEncoder
-from routoo_shared.local_llm import LocalLLM
-from routoo_shared.messages import content_text
+from routoo_shared.local.llm import LocalLLM
+from routoo_shared.routing.messages import content_text
 
 
 class LocalGGUFLLM(CustomLLM):
@@ -124,8 +123,10 @@ class MiniLMEmbedding(BaseEmbedding):
     def class_name(cls) -> str:
         return "MiniLMEmbedding"
 
-    def _encoder(self) -> PromptEncoder:
+    def _encoder(self):
         if getattr(self, "_cached_encoder", None) is None:
+            from routoo_shared.predictors.encoder import PromptEncoder  # torch: loaded when first embedding
+
             object.__setattr__(self, "_cached_encoder", PromptEncoder())
         return self._cached_encoder
 

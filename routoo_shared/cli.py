@@ -25,6 +25,22 @@ RepresentationOption = Annotated[
 EXIT_BAD_INPUT = 2
 
 
+@app.callback()
+def _one_line_warnings() -> None:
+    """Warnings print as one ``warning: ...`` line each, once, without Python source lines."""
+    import warnings
+
+    shown: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        text = "warning: " + " ".join(str(message).split())
+        if text not in shown:
+            shown.add(text)
+            say(text, err=True)
+
+    warnings.showwarning = show
+
+
 def printable(text: str) -> str:
     """``text`` with control characters (escape sequences, bells, newlines) shown as escapes."""
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
@@ -38,7 +54,7 @@ def say(text: str = "", err: bool = False) -> None:
 def _one_line(error: BaseException) -> str:
     from pydantic import ValidationError
 
-    from routoo_shared.data import describe
+    from routoo_shared.data.formats import describe
 
     if isinstance(error, ValidationError):
         return describe(error)
@@ -67,14 +83,14 @@ def friendly(command: Callable) -> Callable:
 
 def _questions(path: Optional[Path], dataset: str, split: str):
     """A file as given, or the bundled dataset's split (deterministic by id)."""
-    from routoo_shared.data import bundled, load_questions
+    from routoo_shared.data.formats import bundled, load_questions
 
     return load_questions(path) if path else load_questions(bundled(dataset), split=split)
 
 
 def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exclude: frozenset[str] = frozenset()):
     """Training questions and dev questions; without --dev, dev is carved from --train by id."""
-    from routoo_shared.data import carve_dev, load_questions
+    from routoo_shared.data.formats import carve_dev, load_questions
 
     if train and not dev:
         return carve_dev([q for q in load_questions(train) if q.id not in exclude])
@@ -84,7 +100,8 @@ def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exc
 
 def _sheet(models: Optional[Path], dataset: str, questions: list, source: str = "the questions") -> Path:
     """The models.json to use (``--models``, else the bundled dataset's), checked against ``questions``."""
-    from routoo_shared.data import bundled, check_results, read_models
+    from routoo_shared.data.formats import bundled, check_results
+    from routoo_shared.routing.models_file import read_models
 
     sheet = models or bundled(dataset, "models.json")
     described = "models.json" if models else f"{dataset}'s bundled models.json (pass --models for your own models)"
@@ -93,7 +110,7 @@ def _sheet(models: Optional[Path], dataset: str, questions: list, source: str = 
 
 
 def _pool(sheet: Path, pool: Optional[str]):
-    from routoo_shared.data import load_pool, pool_names, read_models
+    from routoo_shared.routing.models_file import load_pool, pool_names, read_models
 
     return load_pool(sheet, pool_names(pool, read_models(sheet).names))
 
@@ -106,7 +123,7 @@ def split(
     dataset: DatasetOption = "mmlu_pro",
 ) -> None:
     """Write the deterministic train/dev/test split (by a hash of each id) as three files."""
-    from routoo_shared.data import SPLITS, bundled, load_questions, split_of, write_questions
+    from routoo_shared.data.formats import SPLITS, bundled, load_questions, split_of, write_questions
 
     rows = load_questions(questions or bundled(dataset))
     out.mkdir(parents=True, exist_ok=True)
@@ -131,14 +148,14 @@ def train(
 
     Models declared with a prior (prior_quality / prior_like) and no labels join the saved pool unlabelled.
     """
-    from routoo_shared.data import Outcomes, check_trainable
-    from routoo_shared.pool import ModelPool
+    from routoo_shared.data.formats import Outcomes, check_trainable
+    from routoo_shared.routing.pool import ModelPool
 
     fit, held = _train_and_dev(train, dev, dataset)
     sheet = _sheet(models, dataset, fit + held, source="the training questions")
     model_pool = _pool(sheet, pool)
     check_trainable(fit, held, model_pool)  # every input is checked before torch loads
-    from routoo_shared.evaluation import make_encoder, train_head, with_expected_output
+    from routoo_shared.evaluation.harness import make_encoder, train_head, with_expected_output
 
     labelled = {name for q in fit for name in q.results}
     learned = with_expected_output(ModelPool(models=[m for m in model_pool.models if m.name in labelled]), fit)
@@ -172,8 +189,8 @@ def route(
     json_out: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
     """Print the routing decision table for one prompt (or the decision as JSON)."""
-    from routoo_shared.router import Router
-    from routoo_shared.selector import Constraints
+    from routoo_shared.routing.router import Router
+    from routoo_shared.routing.selector import Constraints
 
     settings = Constraints().merged(  # bad values fail here, before the predictor loads
         quality_cost_tradeoff=tradeoff, max_cost_per_query=max_cost, min_quality=min_quality,
@@ -214,7 +231,7 @@ def evaluate(
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="write the accuracy/cost PNG here")] = None,
 ) -> None:
     """Train Routoo and the baselines, trace cost/accuracy curves on the test split, print the table."""
-    from routoo_shared.data import check_trainable
+    from routoo_shared.data.formats import check_trainable
 
     test_questions = _questions(test, dataset, "test")
     fit, held = _train_and_dev(train, dev, dataset, exclude=frozenset(q.id for q in test_questions))
@@ -225,8 +242,8 @@ def evaluate(
     references = reference.split(",") if reference else []
     for name in references:
         model_pool[name]  # unknown reference -> clear KeyError before any training
-    from routoo_shared.evaluation import Evaluation, format_table, plot
-    from routoo_shared.predictor import Predictor
+    from routoo_shared.evaluation.harness import Evaluation, format_table, plot
+    from routoo_shared.predictors.predictor import Predictor
 
     evaluation = Evaluation(
         model_pool, fit, held, test_questions, predictor=Predictor.load(predictor) if predictor else None, points=points,
@@ -261,8 +278,9 @@ def label(
     limit: Annotated[Optional[int], typer.Option(help="label only the first N prompts")] = None,
 ) -> None:
     """Run every pool model on the prompts, grade the answers and write the dataset 'routoo train' reads."""
-    from routoo_shared.data import load_pool, load_questions, write_questions
-    from routoo_shared.labeling import Judge, Labeler, LLMJudge, Match, PairwisePreference, chat_model_for
+    from routoo_shared.data.formats import load_questions, write_questions
+    from routoo_shared.routing.models_file import load_pool
+    from routoo_shared.data.labeling import Judge, Labeler, LLMJudge, Match, PairwisePreference, chat_model_for
 
     if limit is not None and limit < 1:
         raise ValueError(f"--limit must be at least 1, got {limit}")
@@ -308,10 +326,11 @@ def add_model(
     concurrency: Annotated[int, typer.Option(help="calls in flight at once")] = 4,
 ) -> None:
     """Add a model to a trained predictor from a few automatically graded calibration questions."""
-    from routoo_shared.data import load_pool
-    from routoo_shared.pool import ModelPool
-    from routoo_shared.predictor import Predictor, PredictorFileError
-    from routoo_shared.router import BUNDLED_PREDICTOR
+    from routoo_shared.routing.models_file import load_pool
+    from routoo_shared.routing.pool import ModelPool
+    from routoo_shared.predictors.errors import PredictorFileError
+    from routoo_shared.predictors.predictor import Predictor
+    from routoo_shared.routing.router import BUNDLED_PREDICTOR
 
     if labels != 0 and labels < 20:
         raise ValueError(f"--labels must be 0 (declared prior) or at least 20, got {labels}")
@@ -330,7 +349,7 @@ def add_model(
         if spec.prior_like and spec.prior_like not in trained.models:
             raise KeyError(f"prior_like {spec.prior_like!r} is not a model the predictor knows: {trained.models}")
     else:
-        from routoo_shared.calibration import add_model_from_calibration
+        from routoo_shared.predictors.calibration import add_model_from_calibration
 
         report = add_model_from_calibration(trained, spec, n=labels, cache=str(cache) if cache else None, max_concurrency=concurrency)
         graded = [q.results[name] for q in report.questions if name in q.results]
@@ -357,10 +376,10 @@ def build_pool(
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the construction as JSON here")] = None,
 ) -> None:
     """Choose the pool of at most k models that maximises the router's dev AIQ (greedy forward selection)."""
-    from routoo_shared.data import load_questions
-    from routoo_shared.evaluation import train_head, with_expected_output
-    from routoo_shared.pool_construction import build_pool as construct, format_construction
-    from routoo_shared.predictor import Predictor
+    from routoo_shared.data.formats import load_questions
+    from routoo_shared.evaluation.harness import train_head, with_expected_output
+    from routoo_shared.evaluation.pool_construction import build_pool as construct, format_construction
+    from routoo_shared.predictors.predictor import Predictor
 
     fit, held = _train_and_dev(train, dev, dataset)
     test_questions = load_questions(test) if test else None

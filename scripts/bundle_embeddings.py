@@ -4,8 +4,9 @@ Run once after changing the prompt layout or the encoder; the package ships the 
 training on the bundled data needs no embedding pass (~10 minutes on 2 cores).
 """
 
-from routoo_shared.data import BUNDLED_DIR, load_questions
-from routoo_shared.encoder import BUNDLED_EMBEDDINGS, PromptEncoder
+from routoo_shared.datasets import BUNDLED_DIR
+from routoo_shared.data.formats import load_questions
+from routoo_shared.predictors.encoder import BUNDLED_EMBEDDINGS, PromptEncoder
 
 if __name__ == "__main__":
     encoder = PromptEncoder()

@@ -20,11 +20,12 @@ import json
 
 import numpy as np
 
-from routoo_shared.cascade import replay_cascades
-from routoo_shared.data import bundled, load_questions, pool_names
-from routoo_shared.evaluation import Evaluation, Point, accuracy_at_cost, aiq, cost_to_match
-from routoo_shared.pool import ModelPool
-from routoo_shared.router import Router
+from routoo_shared.evaluation.cascades import replay_cascades
+from routoo_shared.data.formats import bundled, load_questions
+from routoo_shared.routing.models_file import pool_names
+from routoo_shared.evaluation.harness import Evaluation, Point, accuracy_at_cost, aiq, cost_to_match
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.routing.router import Router
 
 
 def rows(evaluation: Evaluation, predictor, reference: str) -> dict[str, dict[str, float | None]]:

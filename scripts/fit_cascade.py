@@ -5,9 +5,10 @@ routoo_shared/datasets/predictors/mmlu_pro/cascade.json. Run it again whenever t
 predictor is retrained:  PYTHONPATH=. python3 scripts/fit_cascade.py
 """
 
-from routoo_shared.cascade import BUNDLED_POLICY, fit_policy, policy_summary
-from routoo_shared.data import bundled, load_questions
-from routoo_shared.router import Router
+from routoo_shared.evaluation.cascades import fit_policy, policy_summary
+from routoo_shared.routing.cascade import BUNDLED_POLICY
+from routoo_shared.data.formats import bundled, load_questions
+from routoo_shared.routing.router import Router
 
 
 def main() -> None:

@@ -12,9 +12,10 @@ import json
 from pathlib import Path
 
 from langchain_routoo.local import LocalChatModel
-from routoo_shared.data import BUNDLED_DIR, bundled, load_questions
-from routoo_shared.labeling import Labeler, Match
-from routoo_shared.local_llm import local_pool
+from routoo_shared.datasets import BUNDLED_DIR
+from routoo_shared.data.formats import bundled, load_questions
+from routoo_shared.data.labeling import Labeler, Match
+from routoo_shared.local.llm import local_pool
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

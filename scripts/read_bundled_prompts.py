@@ -1,4 +1,4 @@
-"""Regenerate the LM reader's vectors for the bundled datasets (``routoo_shared/lm_reader.py``).
+"""Regenerate the LM reader's vectors for the bundled datasets (``routoo_shared/predictors/lm_reader.py``).
 
 Two steps, run in order:
 
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from routoo_shared.data import bundled, load_questions, split_of
-from routoo_shared.lm_reader import UNCERTAINTY, LMReader, ReaderEncoder, fit_projection
+from routoo_shared.data.formats import bundled, load_questions, split_of
+from routoo_shared.predictors.lm_reader import UNCERTAINTY, LMReader, ReaderEncoder, fit_projection
 
 CANDIDATE_LAYERS = (4, 8, 12, 16, 20, 24, 30)
 DATASETS = ("mmlu_pro", "mmlu_routellm")

@@ -22,12 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from routoo_shared.baselines import ROUTERS, predicted_quality
-from routoo_shared.data import Outcomes, Question, bundled, carve_dev, load_questions, pool_names, split_of
-from routoo_shared.lm_reader import UNCERTAINTY, fit_projection
-from routoo_shared.pool import ModelPool
-from routoo_shared.predictor import Predictor, TrainConfig
-from routoo_shared.routing_quality import RoutingTask, with_expected_output
+from routoo_shared.evaluation.baselines import ROUTERS, predicted_quality
+from routoo_shared.data.formats import Outcomes, Question, bundled, carve_dev, load_questions, split_of
+from routoo_shared.routing.models_file import pool_names
+from routoo_shared.predictors.lm_reader import UNCERTAINTY, fit_projection
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.predictors.predictor import Predictor, TrainConfig
+from routoo_shared.evaluation.routing_quality import RoutingTask, with_expected_output
 
 # Candidate heads: name -> TrainConfig overrides (ensemble of 1 during selection). No commas in names (--only).
 HEADS = {
@@ -57,7 +58,7 @@ class FixedVectors:
 
 
 def minilm_vectors(questions: list[Question]) -> FixedVectors:
-    from routoo_shared.encoder import PromptEncoder
+    from routoo_shared.predictors.encoder import PromptEncoder
 
     texts = [q.prompt for q in questions]
     return FixedVectors("minilm", dict(zip(texts, PromptEncoder().encode(texts))))

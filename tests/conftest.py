@@ -12,8 +12,8 @@ from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
-from routoo_shared.local_llm import local_router
-from routoo_shared.router import Router
+from routoo_shared.local.llm import local_router
+from routoo_shared.routing.router import Router
 
 USAGE = {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30}
 # Three bundled-predictor models: cheap, mid, strong. Only the strong one is marked tool-capable.

@@ -57,7 +57,7 @@ def assert_burst_overshoots_by_at_most_one_call(
     """``calls`` concurrent ``acall``s on ``budget``: each answers or is refused with
     ``BudgetExhaustedError``; spending exceeds the total by at most the priciest call at
     ``real_usage`` (input, output tokens); no hold is left and every answer was charged."""
-    from routoo_shared.budget import BudgetExhaustedError
+    from routoo_shared.routing.budget import BudgetExhaustedError
 
     async def burst() -> list[Any]:
         return await asyncio.gather(*(acall(f"question {i}") for i in range(calls)), return_exceptions=True)

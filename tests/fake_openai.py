@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from routoo_shared.tokens import count_tokens
+from routoo_shared.routing.tokens import count_tokens
 
 USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 

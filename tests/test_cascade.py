@@ -6,18 +6,17 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from routoo_shared.cascade import (
+from routoo_shared.routing.cascade import (
     AnswerEvidence,
     CascadeError,
     CascadePolicy,
     EvidenceModel,
-    cascade_curve,
-    fit_policy,
 )
-from routoo_shared.data import bundled, load_questions
-from routoo_shared.evaluation import Evaluation
-from routoo_shared.pool import ModelPool
-from routoo_shared.router import Router
+from routoo_shared.evaluation.cascades import cascade_curve, fit_policy
+from routoo_shared.data.formats import bundled, load_questions
+from routoo_shared.evaluation.harness import Evaluation
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.routing.router import Router
 
 CHEAP, STRONG = "cheap", "strong"
 

@@ -14,7 +14,7 @@ from llama_index.core.llms.custom import CustomLLM
 
 from langchain_routoo import RoutooBudget, RoutooChatModel
 from llama_index_routoo import RoutooLLM
-from routoo_shared.cascade import CascadePlan, CascadePolicy, EvidenceModel
+from routoo_shared.routing.cascade import CascadePlan, CascadePolicy, EvidenceModel
 from tests.conftest import TRIO, ScriptedChatModel, trio_router
 
 FIRST, TARGET = TRIO[0], TRIO[-1]

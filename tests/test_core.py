@@ -9,14 +9,15 @@ import pytest
 from typer.testing import CliRunner
 
 from routoo_shared.cli import app
-from routoo_shared.data import Outcomes, bundled, load_questions, pool_names, split_of
-from routoo_shared.evaluation import Point, accuracy_at_cost, aiq, cost_to_match
-from routoo_shared.messages import routing_text
-from routoo_shared.metrics import log_loss
-from routoo_shared.pool import ModelPool, ModelSpec
-from routoo_shared.predictor import Predictor, PredictorFileError, TrainConfig
-from routoo_shared.router import Router
-from routoo_shared.tokens import count_tokens
+from routoo_shared.data.formats import Outcomes, bundled, load_questions, split_of
+from routoo_shared.routing.models_file import pool_names
+from routoo_shared.evaluation.harness import Point, accuracy_at_cost, aiq, cost_to_match
+from routoo_shared.routing.messages import routing_text
+from routoo_shared.evaluation.metrics import log_loss
+from routoo_shared.routing.pool import ModelPool, ModelSpec
+from routoo_shared.predictors.predictor import Predictor, PredictorFileError, TrainConfig
+from routoo_shared.routing.router import Router
+from routoo_shared.routing.tokens import count_tokens
 
 MODELS = ["Phi-3-mini-4k-instruct", "Meta-Llama-3_1-8B-Instruct", "Meta-Llama-3_1-70B-Instruct", "Llama-2-7b-hf"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from routoo_shared.data import bundled, load_questions
-from routoo_shared.encoder import EmbeddingCache, PromptEncoder
+from routoo_shared.data.formats import bundled, load_questions
+from routoo_shared.predictors.encoder import EmbeddingCache, PromptEncoder
 
 
 @pytest.fixture(scope="module")

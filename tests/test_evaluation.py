@@ -8,11 +8,11 @@ import numpy as np
 from typer.testing import CliRunner
 
 from routoo_shared.cli import app
-from routoo_shared.data import bundled, load_questions, split_of, write_questions
-from routoo_shared.evaluation import Evaluation, format_table
-from routoo_shared.pool import ModelPool
-from routoo_shared.predictor import Predictor
-from routoo_shared.router import BUNDLED_PREDICTOR
+from routoo_shared.data.formats import bundled, load_questions, split_of, write_questions
+from routoo_shared.evaluation.harness import Evaluation, format_table
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.predictors.predictor import Predictor
+from routoo_shared.routing.router import BUNDLED_PREDICTOR
 
 STABLE_KEYS = {"single_models", "oracle", "routers", "aiq", "accuracy_at_cost_of", "cost_to_match"}
 ADDED_KEYS = {"aiq_ci", "aiq_minus_routoo_ci", "rows", "best_model", "priciest_share_to_95", "predictor"}

@@ -9,8 +9,8 @@ import pytest
 from langchain_core.language_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 
-from routoo_shared.data import Question, bundled, load_questions
-from routoo_shared.labeling import (
+from routoo_shared.data.formats import Question, bundled, load_questions
+from routoo_shared.data.labeling import (
     Calls,
     FunctionGrader,
     Judge,
@@ -20,7 +20,7 @@ from routoo_shared.labeling import (
     Match,
     PairwisePreference,
 )
-from routoo_shared.local_llm import local_pool
+from routoo_shared.local.llm import local_pool
 
 
 def questions(n: int) -> list[Question]:
@@ -120,8 +120,8 @@ def test_cache_lines_are_json(tmp_path):
 
 
 def test_a_provider_model_that_cannot_be_created_is_named(monkeypatch):
-    from routoo_shared.labeling import chat_model_for
-    from routoo_shared.pool import ModelSpec
+    from routoo_shared.data.labeling import chat_model_for
+    from routoo_shared.routing.pool import ModelSpec
 
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     with pytest.raises(LabelingError, match="cannot create a chat model for 'gpt-4o-mini' \\(provider 'openai'\\)"):

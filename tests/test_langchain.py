@@ -25,10 +25,10 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
 from langchain_routoo import LocalChatModel, RoutooChatModel
-from routoo_shared.fallback import AllModelsFailedError
-from routoo_shared.pool import ModelPool, ModelSpec
-from routoo_shared.router import Router
-from routoo_shared.selector import InfeasibleRoutingError
+from routoo_shared.routing.fallback import AllModelsFailedError
+from routoo_shared.routing.pool import ModelPool, ModelSpec
+from routoo_shared.routing.router import Router
+from routoo_shared.routing.selector import InfeasibleRoutingError
 from tests.conftest import TRIO, USAGE, ScriptedChatModel, trio_router
 from tests.fake_openai import FakeOpenAI
 

@@ -32,9 +32,9 @@ from pydantic import BaseModel
 
 from llama_index_routoo import LocalGGUFLLM, MiniLMEmbedding, RoutooBudget, RoutooLLM
 from llama_index_routoo.llm import RoutedCallEvent
-from routoo_shared.fallback import AllModelsFailedError
-from routoo_shared.router import Router
-from routoo_shared.selector import Constraints
+from routoo_shared.routing.fallback import AllModelsFailedError
+from routoo_shared.routing.router import Router
+from routoo_shared.routing.selector import Constraints
 from tests.conftest import TRIO, trio_router
 from tests.exit_paths import assert_burst_overshoots_by_at_most_one_call, run_exit_paths
 from tests.fake_openai import FakeOpenAI

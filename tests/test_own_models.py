@@ -13,25 +13,15 @@ import pytest
 from langchain_core.messages import AIMessage
 from typer.testing import CliRunner
 
-from routoo_shared.calibration import LETTER, calibration_questions, question_bank
+from routoo_shared.predictors.calibration import LETTER, calibration_questions, question_bank
 from routoo_shared.cli import app, printable
-from routoo_shared.data import (
-    DatasetError,
-    Outcomes,
-    Question,
-    bundled,
-    check_results,
-    check_trainable,
-    load_pool,
-    load_questions,
-    read_models,
-    write_questions,
-)
-from routoo_shared.feedback import FeedbackLog
-from routoo_shared.messages import routing_text
-from routoo_shared.pool import ModelPool, ModelSpec
-from routoo_shared.router import Router
-from routoo_shared.tokens import count_tokens
+from routoo_shared.data.formats import Outcomes, Question, bundled, check_results, check_trainable, load_questions, write_questions
+from routoo_shared.routing.models_file import DatasetError, load_pool, read_models
+from routoo_shared.data.feedback import FeedbackLog
+from routoo_shared.routing.messages import routing_text
+from routoo_shared.routing.pool import ModelPool, ModelSpec
+from routoo_shared.routing.router import Router
+from routoo_shared.routing.tokens import count_tokens
 
 ROOT = Path(__file__).resolve().parents[1]
 STRONG, WEAK = "Meta-Llama-3_1-70B-Instruct", "Phi-3-mini-4k-instruct"
@@ -189,6 +179,20 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, args, problem):
     code, output = cli(*(a.format(**files) for a in args))
     assert code == 2, output
     assert output.count("\n") == 1 and output.startswith("error: ") and problem in output
+
+
+def test_cli_warns_in_one_line_once_and_never_about_a_rejected_entry(tmp_path):
+    questions = str(rows(tmp_path / "q.jsonl", *bundled_rows(10, [WEAK])))
+    windowless = {k: v for k, v in entry(WEAK).items() if k != "context_window"}
+    misspelt = sheet(tmp_path / "typo.json", {**windowless, "context_windw": 4096})
+    code, output = cli("train", "--train", questions, "--models", str(misspelt), "--out", str(tmp_path / "p"))
+    assert code == 2 and output.startswith("error: ") and "warning" not in output, output
+
+    accepted = sheet(tmp_path / "ok.json", windowless)
+    code, output = cli("train", "--train", questions, "--models", str(accepted), "--out", str(tmp_path / "p"))
+    warning, error = output.splitlines()
+    assert code == 2 and error.startswith("error: too few rows"), output
+    assert warning.startswith(f"warning: context window of model '{WEAK}' is unknown") and ".py" not in warning
 
 
 def test_cli_corrupt_predictor_is_one_line(tmp_path):
@@ -350,7 +354,7 @@ def test_calibration_prompts_are_distinct_and_gradable():
 
 
 def test_strata_cover_the_difficulty_range_evenly():
-    from routoo_shared.calibration import select_prompts
+    from routoo_shared.predictors.calibration import select_prompts
 
     difficulty = np.random.default_rng(0).random(1000)
     picks = select_prompts(np.zeros((1000, 1)), difficulty, 10, "strata")
@@ -363,9 +367,9 @@ def test_strata_cover_the_difficulty_range_evenly():
 def test_add_model_from_calibration_asks_grades_and_learns(tmp_path):
     from langchain_core.language_models import GenericFakeChatModel
 
-    from routoo_shared.calibration import add_model_from_calibration
-    from routoo_shared.predictor import Predictor
-    from routoo_shared.router import BUNDLED_PREDICTOR
+    from routoo_shared.predictors.calibration import add_model_from_calibration
+    from routoo_shared.predictors.predictor import Predictor
+    from routoo_shared.routing.router import BUNDLED_PREDICTOR
 
     predictor = Predictor.load(BUNDLED_PREDICTOR)
     always_c = GenericFakeChatModel(messages=iter([AIMessage(content="The answer is C.")] * 30))

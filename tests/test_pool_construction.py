@@ -8,11 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from routoo_shared.cli import app
-from routoo_shared.data import bundled, load_questions, split_of
-from routoo_shared.pool import ModelPool
-from routoo_shared.evaluation import Evaluation
-from routoo_shared.pool_construction import _Scorer, build_pool
-from routoo_shared.router import BUNDLED_PREDICTOR, Router
+from routoo_shared.data.formats import bundled, load_questions, split_of
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.evaluation.harness import Evaluation
+from routoo_shared.evaluation.pool_construction import _Scorer, build_pool
+from routoo_shared.routing.router import BUNDLED_PREDICTOR, Router
 
 UNIVERSE = [
     "Llama-2-7b-hf", "Phi-3-mini-4k-instruct", "Meta-Llama-3_1-8B-Instruct", "Qwen1.5-72B-Chat",

@@ -10,10 +10,10 @@ import struct
 import numpy as np
 import pytest
 
-from routoo_shared.baselines import category_lookup_quality
-from routoo_shared.data import Outcomes, bundled, load_questions, split_of
-from routoo_shared.predictor import Predictor, PredictorFileError, TrainConfig
-from routoo_shared.router import BUNDLED_PREDICTOR, Router
+from routoo_shared.evaluation.baselines import category_lookup_quality
+from routoo_shared.data.formats import Outcomes, bundled, load_questions, split_of
+from routoo_shared.predictors.predictor import Predictor, PredictorFileError, TrainConfig
+from routoo_shared.routing.router import BUNDLED_PREDICTOR, Router
 
 PROMPTS = ["What is the derivative of x^3?", "Which court decides disputes between two US states?"]
 
@@ -154,7 +154,7 @@ def test_category_head_and_lookup_table_train_on_a_slice():
 
 
 def test_lm_reader_reads_two_prompts_with_its_uncertainty():
-    from routoo_shared.lm_reader import UNCERTAINTY, LMReader
+    from routoo_shared.predictors.lm_reader import UNCERTAINTY, LMReader
 
     reader = LMReader(layers=(8, 30), max_length=48)
     long_prompt = "Explain the proof. " * 40 + "\nA. yes\nB. no\nAnswer:"

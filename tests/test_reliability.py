@@ -21,9 +21,9 @@ from langchain_openai import ChatOpenAI
 from pydantic import ValidationError
 
 from langchain_routoo import RoutooBudget, RoutooChatModel
-from routoo_shared.fallback import AllModelsFailedError, AttemptTimeoutError, retry_after_s
-from routoo_shared.pool import ModelSpec
-from routoo_shared.selector import Constraints
+from routoo_shared.routing.fallback import AllModelsFailedError, AttemptTimeoutError, retry_after_s
+from routoo_shared.routing.pool import ModelSpec
+from routoo_shared.routing.selector import Constraints
 from tests.conftest import TRIO, trio_router
 from tests.exit_paths import assert_burst_overshoots_by_at_most_one_call, run_exit_paths
 from tests.fake_openai import FakeOpenAI

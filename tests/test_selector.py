@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from routoo_shared.pool import ModelPool, ModelSpec
-from routoo_shared.selector import Constraints, InfeasibleRoutingError, Selector, plan_budget
+from routoo_shared.routing.pool import ModelPool, ModelSpec
+from routoo_shared.routing.selector import Constraints, InfeasibleRoutingError, Selector, plan_budget
 
 
 def make_pool(m: int, rng: np.random.Generator) -> ModelPool:

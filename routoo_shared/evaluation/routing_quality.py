@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from routoo_shared.data import Outcomes, Question
-from routoo_shared.pool import ModelPool
-from routoo_shared.selector import plan_budget
-from routoo_shared.tokens import count_tokens_batch
+from routoo_shared.data.formats import Outcomes, Question
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.routing.selector import plan_budget
+from routoo_shared.routing.tokens import count_tokens_batch
 
 
 class Point(BaseModel):

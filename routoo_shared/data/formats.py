@@ -15,7 +15,6 @@ file, the line and the field.
 
 from __future__ import annotations
 
-import difflib
 import gzip
 import hashlib
 import json
@@ -26,17 +25,14 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from routoo_shared.pool import ModelPool, ModelSpec
+from routoo_shared.datasets import BUNDLED_DIR
+from routoo_shared.routing.models_file import DatasetError, describe_error
+from routoo_shared.routing.pool import ModelPool
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "datasets"
 SPLITS = ("train", "dev", "test")
 Split = Literal["train", "dev", "test"]
 MIN_TRAIN_ROWS = 24  # below this a predictor learns nothing a per-model mean would not
 MIN_DEV_ROWS = 4  # early stopping and the temperature need some held-out rows
-
-
-class DatasetError(ValueError):
-    """A dataset file or its contents cannot be used; the message names the file, line and field."""
 
 
 class Message(BaseModel):
@@ -77,7 +73,7 @@ class Question(BaseModel):
     """One prompt and the scores of the models that answered it.
 
     ``prompt`` is the text the predictor reads; a row given as ``messages`` gets their routing
-    text (``routoo_shared.messages.routing_text``), a multiple-choice row its lettered layout.
+    text (``routoo_shared.routing.messages.routing_text``), a multiple-choice row its lettered layout.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -104,7 +100,7 @@ class Question(BaseModel):
                 raise ValueError("give the conversation as 'prompt' or as 'messages', not both")
             data["messages"] = data.pop("prompt")
         if not data.get("prompt") and isinstance(data.get("messages"), list):
-            from routoo_shared.messages import routing_text
+            from routoo_shared.routing.messages import routing_text
 
             data["prompt"] = routing_text(data["messages"])
         elif not data.get("prompt") and data.get("question"):
@@ -131,30 +127,6 @@ class Question(BaseModel):
         if self.messages:
             return [m.model_dump() for m in self.messages]
         return [{"role": "user", "content": self.prompt}]
-
-
-class ModelEntry(ModelSpec):
-    """A ``models.json`` entry: a ``ModelSpec`` plus fields that only document the model."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    params_b: float | None = Field(default=None, ge=0, description="parameters, billions")
-    active_params_b: float | None = Field(default=None, ge=0, description="active parameters, billions")
-    price_source: str | None = None
-
-
-class ModelsFile(BaseModel):
-    """``models.json``: the pool's price sheet (USD per 1M tokens)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    currency: Literal["USD"] = "USD"
-    unit: Literal["per 1M tokens"] = "per 1M tokens"
-    models: list[ModelEntry] = Field(min_length=1)
-
-    @property
-    def names(self) -> list[str]:
-        return [m.name for m in self.models]
 
 
 def prompt_text(question: str, options: list[str] | None = None) -> str:
@@ -186,29 +158,13 @@ def carve_dev(questions: list[Question]) -> tuple[list[Question], list[Question]
 
 # ----- reading and writing, with errors that name the problem
 
-_KNOWN_FIELDS = sorted(
-    {*Question.model_fields, *ModelResult.model_fields, "correct", *Message.model_fields, *ModelEntry.model_fields, *ModelsFile.model_fields}
-)
+_KNOWN_FIELDS = sorted({*Question.model_fields, *ModelResult.model_fields, "correct", *Message.model_fields})
 
 
-def describe(error: ValidationError, names: list[str] | None = None) -> str:
-    """A pydantic error as short text: the field path and the problem, with a guess for a misspelt key.
+def describe(error: ValidationError) -> str:
+    """A row's pydantic error as short text, with a guess for a misspelt key."""
+    return describe_error(error, _KNOWN_FIELDS)
 
-    ``names`` are the models of a ``models.json``, so that ``models.3.x`` reads ``model 'name': x``.
-    """
-    parts = []
-    for item in error.errors():
-        loc = list(item["loc"])
-        prefix = ""
-        if names and len(loc) >= 2 and loc[0] == "models" and isinstance(loc[1], int) and loc[1] < len(names):
-            prefix, loc = f"model {names[loc[1]]!r}: ", loc[2:]
-        where = ".".join(str(part) for part in loc) or "entry"
-        if item["type"] == "extra_forbidden":
-            guess = difflib.get_close_matches(str(loc[-1]), _KNOWN_FIELDS, n=1)
-            parts.append(f"{prefix}unknown field {where!r}" + (f" (did you mean {guess[0]!r}?)" if guess else ""))
-        else:
-            parts.append(f"{prefix}{where}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def _open(path: Path, mode: str = "rt"):
@@ -260,43 +216,6 @@ def write_questions(questions: list[Question], path: str | Path) -> None:
     with _open(path, "wt") as handle:
         for question in questions:
             handle.write(question.model_dump_json(exclude_none=True) + "\n")
-
-
-def read_models(path: str | Path) -> ModelsFile:
-    """A validated ``models.json``: unknown keys, bad numbers and repeated names are ``DatasetError``s."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"models file not found: {path}")
-    try:
-        sheet = ModelsFile.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as error:
-        raise DatasetError(f"{path}: {describe(error, _entry_names(path))}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"cannot read {path}: {error}") from None
-    repeated = sorted({n for n in sheet.names if sheet.names.count(n) > 1})
-    if repeated:
-        raise DatasetError(f"{path}: model names must be unique; repeated: {repeated}")
-    return sheet
-
-
-def _entry_names(path: Path) -> list[str]:
-    """Model names as the file gives them, to name the entry an error belongs to."""
-    try:
-        entries = json.loads(path.read_text(encoding="utf-8")).get("models", [])
-        return [str(e.get("name")) if isinstance(e, dict) else "?" for e in entries]
-    except (ValueError, AttributeError, TypeError):
-        return []
-
-
-def load_pool(path: str | Path, names: list[str] | None = None) -> ModelPool:
-    """The pool of a ``models.json`` file, optionally a subset in the given order."""
-    sheet = read_models(path)
-    entries = {m.name: m for m in sheet.models}
-    unknown = [n for n in names or [] if n not in entries]
-    if unknown:
-        raise DatasetError(f"unknown model(s) {unknown}: {path} lists {sheet.names}")
-    fields = set(ModelSpec.model_fields)
-    return ModelPool(models=[ModelSpec(**entries[n].model_dump(include=fields)) for n in names or sheet.names])
 
 
 def bundled(dataset: str, name: str = "questions.jsonl.gz") -> Path:
@@ -378,23 +297,3 @@ def _impute_unrecorded(tokens: np.ndarray) -> np.ndarray:
     return np.where(tokens > 0, tokens, per_question[:, None]).astype(np.float32)
 
 
-# The open-weight pool of the evaluation issue: every mmlu_pro model but the hosted/proprietary ones.
-CLOSED_OR_EXCLUDED = ("gemini-", "c4ai-command-r", "jamba", "DeepSeek")
-
-
-def pool_names(spec: str | None, available: list[str]) -> list[str]:
-    """Expand a ``--pool`` value: comma-separated names, where ``open`` stands for the open-weight models."""
-    if not spec:
-        return list(available)
-    names: list[str] = []
-    for item in (part.strip() for part in spec.split(",")):
-        if item == "open":
-            names += [m for m in available if not m.startswith(CLOSED_OR_EXCLUDED)]
-        elif item:
-            names.append(item)
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise KeyError(f"unknown model(s) {unknown}; the data has {available}")
-    if not names:
-        raise KeyError(f"--pool {spec!r} names no model; the data has {available}")
-    return list(dict.fromkeys(names))

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
-from routoo_shared.fallback import AttemptTimeoutError
+from routoo_shared.routing.fallback import AttemptTimeoutError
 
 T = TypeVar("T")
 _END = object()

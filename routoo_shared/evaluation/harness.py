@@ -16,12 +16,12 @@ from collections.abc import Callable
 import numpy as np
 from pydantic import BaseModel
 
-from routoo_shared.baselines import ROUTERS, predicted_quality, tune_knn
-from routoo_shared.data import Outcomes, Question
-from routoo_shared.metrics import per_model_report
-from routoo_shared.pool import ModelPool
-from routoo_shared.predictor import Predictor, TrainConfig
-from routoo_shared.routing_quality import (  # noqa: F401  (re-exported: the evaluation's public names)
+from routoo_shared.evaluation.baselines import ROUTERS, predicted_quality, tune_knn
+from routoo_shared.data.formats import Outcomes, Question
+from routoo_shared.evaluation.metrics import per_model_report
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.predictors.predictor import Predictor, TrainConfig
+from routoo_shared.evaluation.routing_quality import (  # noqa: F401  (re-exported: the evaluation's public names)
     Point,
     RoutingTask,
     accuracy_at_cost,
@@ -31,7 +31,7 @@ from routoo_shared.routing_quality import (  # noqa: F401  (re-exported: the eva
     upper_hull,
     with_expected_output,
 )
-from routoo_shared.selector import plan_budget
+from routoo_shared.routing.selector import plan_budget
 
 ROUTOO = "routoo"
 REPRESENTATIONS = ("minilm", "lm-reader")
@@ -43,7 +43,7 @@ CurveHook = Callable[["Evaluation", Predictor], "Curve | None"]
 
 def default_curve_hooks() -> dict[str, CurveHook]:
     """The rows every evaluation adds beyond the learned routers: Routoo with cascades."""
-    from routoo_shared.cascade import CASCADE_ROUTER, cascade_curve  # cascades build on this module
+    from routoo_shared.evaluation.cascades import CASCADE_ROUTER, cascade_curve  # cascades build on this module
 
     return {CASCADE_ROUTER: cascade_curve}
 
@@ -51,11 +51,11 @@ def default_curve_hooks() -> dict[str, CurveHook]:
 def make_encoder(representation: str):
     """The prompt encoder of a representation name: ``minilm`` or ``lm-reader``."""
     if representation == "minilm":
-        from routoo_shared.encoder import PromptEncoder
+        from routoo_shared.predictors.encoder import PromptEncoder
 
         return PromptEncoder()
     if representation == "lm-reader":
-        from routoo_shared.lm_reader import ReaderEncoder
+        from routoo_shared.predictors.lm_reader import ReaderEncoder
 
         return ReaderEncoder()
     raise ValueError(f"unknown representation {representation!r}; known: {REPRESENTATIONS}")

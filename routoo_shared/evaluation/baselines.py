@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from routoo_shared.predictor import TrainConfig, _fit, _masked_bce
+from routoo_shared.predictors.network import TrainConfig, masked_bce
+from routoo_shared.predictors.training import fit_parameters
 
 
 def knn_quality(train_x: np.ndarray, train_correct: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
@@ -80,9 +81,9 @@ def fit_baseline(
 
     def dev_loss() -> float:
         with torch.no_grad():
-            return _masked_bce(network(x_dev), y_dev).item()
+            return masked_bce(network(x_dev), y_dev).item()
 
-    _fit(network.parameters(), lambda b: _masked_bce(network(x[b]), y[b]), len(x), config, dev_loss, desc=kind)
+    fit_parameters(network.parameters(), lambda b: masked_bce(network(x[b]), y[b]), len(x), config, dev_loss, desc=kind)
     return network
 
 
@@ -112,7 +113,7 @@ def fit_category_classifier(
         with torch.no_grad():
             return cross_entropy(classifier(x_dev), y_dev).item()
 
-    _fit(classifier.parameters(), lambda b: cross_entropy(classifier(x[b]), y[b]), len(x), config, dev_loss,
+    fit_parameters(classifier.parameters(), lambda b: cross_entropy(classifier(x[b]), y[b]), len(x), config, dev_loss,
          desc="category classifier", progress=False)
     return classifier, names
 
@@ -159,7 +160,7 @@ def tune_knn(
     train_x: np.ndarray, train_correct: np.ndarray, dev_x: np.ndarray, dev_correct: np.ndarray
 ) -> int:
     """The k with the best dev log-loss."""
-    from routoo_shared.metrics import log_loss
+    from routoo_shared.evaluation.metrics import log_loss
 
     seen = np.isfinite(dev_correct)
     losses = {

@@ -17,9 +17,9 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel, Field
 
-from routoo_shared.data import Question
-from routoo_shared.evaluation import Evaluation, Point, aiq
-from routoo_shared.pool import ModelPool
+from routoo_shared.data.formats import Question
+from routoo_shared.evaluation.harness import Evaluation, Point, aiq
+from routoo_shared.routing.pool import ModelPool
 
 
 class PoolStep(BaseModel):

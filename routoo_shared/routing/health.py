@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from routoo_shared.fallback import is_rate_limit, retry_after_s
+from routoo_shared.routing.fallback import is_rate_limit, retry_after_s
 
 
 class ModelHealth:

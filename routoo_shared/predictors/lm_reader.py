@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from routoo_shared.encoder import BUNDLED_EMBEDDINGS, EmbeddingCache, through_cache
+from routoo_shared.predictors.encoder import BUNDLED_EMBEDDINGS, EmbeddingCache, through_cache
 
 READER_MODEL = "smollm2-135m-instruct"
 UNCERTAINTY = ("mean_nll", "next_token_entropy", "next_token_top_probability")
@@ -49,7 +49,7 @@ class LMReader:
 
     def _load(self):
         if self._loaded is None:
-            from routoo_shared.local_llm import load
+            from routoo_shared.local.llm import load
 
             tokenizer, model = load(self.model_name)
             depth = model.config.num_hidden_layers

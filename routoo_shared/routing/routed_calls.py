@@ -25,10 +25,10 @@ from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer, model_validator
 
-from routoo_shared import timeouts
-from routoo_shared.budget import BudgetExhaustedError, Reservation, RoutooBudget
-from routoo_shared.cascade import AnswerEvidence, CascadePolicy
-from routoo_shared.fallback import (
+from routoo_shared.routing import timeouts
+from routoo_shared.routing.budget import BudgetExhaustedError, Reservation, RoutooBudget
+from routoo_shared.routing.cascade import AnswerEvidence, CascadePolicy
+from routoo_shared.routing.fallback import (
     AllModelsFailedError,
     Attempt,
     EmptyResponseError,
@@ -37,10 +37,10 @@ from routoo_shared.fallback import (
     failure_kind,
     is_fallback_error,
 )
-from routoo_shared.health import ModelHealth
-from routoo_shared.messages import to_turns
-from routoo_shared.router import Router, RoutingDecision
-from routoo_shared.selector import Constraints
+from routoo_shared.routing.health import ModelHealth
+from routoo_shared.routing.messages import to_turns
+from routoo_shared.routing.router import Router, RoutingDecision
+from routoo_shared.routing.selector import Constraints
 
 Result = TypeVar("Result")
 Chunk = TypeVar("Chunk")
@@ -430,7 +430,7 @@ class RoutedCalls(BaseModel):
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
-        concurrent calls share predictor passes (``routoo_shared.batching``)."""
+        concurrent calls share predictor passes (``routoo_shared.routing.batching``)."""
         route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, **requirements)
         return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 

@@ -1,0 +1,1 @@
+"""Performance predictors: prompt encoders, the predictor's network, its training and new models."""

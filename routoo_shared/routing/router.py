@@ -1,0 +1,302 @@
+"""The router facade: prompt or conversation in, ``RoutingDecision`` out."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import BaseModel
+
+from routoo_shared.routing.batching import BatchingPredictor
+from routoo_shared.routing.budget import BudgetExhaustedError, RoutooBudget
+from routoo_shared.routing.cascade import CascadePlan, CascadePolicy
+from routoo_shared.datasets import BUNDLED_DIR
+from routoo_shared.routing.models_file import pool_names as expand_pool
+from routoo_shared.routing.messages import prompt_tokens, routing_text
+from routoo_shared.routing.pool import ModelPool
+from routoo_shared.predictors.errors import PredictorFileError
+from routoo_shared.routing.selector import (
+    Constraints,
+    InfeasibleRoutingError,
+    Selection,
+    Selector,
+    capability_masks,
+    plan_budget,
+)
+from routoo_shared.routing.tokens import count_tokens
+
+if TYPE_CHECKING:  # loaded with the predictor's file: importing the router needs no torch
+    from routoo_shared.predictors.predictor import Predictor
+
+
+BUNDLED_PREDICTOR = BUNDLED_DIR / "predictors" / "mmlu_pro"
+
+
+class Candidate(BaseModel):
+    model: str
+    predicted_quality: float
+    estimated_cost_usd: float
+    excluded_by: str | None = None
+    unlabelled: bool = False  # quality from a declared prior (ModelSpec.prior_quality / prior_like), not labels
+
+
+class RoutingDecision(BaseModel):
+    """Which model answers, why, and who comes next if it fails."""
+
+    model: str
+    predicted_quality: float
+    estimated_cost_usd: float
+    input_tokens: int
+    binding_constraint: str | None
+    candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
+    sticky: bool = False  # kept from the conversation's first turn (RoutedCalls.sticky)
+    cascade: CascadePlan | None = None  # set when a cascade policy planned one: call its first model first
+    predictor: str | None = None  # which predictor decided (its head and prompt encoder)
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Eligible candidates after the chosen one, in rank order."""
+        return [c.model for c in self.candidates if c.excluded_by is None and c.model != self.model]
+
+    def candidate(self, model: str) -> Candidate:
+        return next(c for c in self.candidates if c.model == model)
+
+    @property
+    def why(self) -> str:
+        """Why the router chose ``model``: the setting that bound the choice, or best predicted quality."""
+        return f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+
+    def explain(self, answered_by: str | None = None, why: str | None = None) -> str:
+        """One line: the model, its predicted quality and cost, and why it answered (``why`` given by
+        the caller that tried the candidates; by default the binding constraint or best quality)."""
+        model = answered_by or self.model
+        why = why or self.why
+        candidate = self.candidate(model)
+        source = "prior quality (unlabelled)" if candidate.unlabelled else "predicted quality"
+        return (
+            f"{model}: {source} {candidate.predicted_quality:.2f}, "
+            f"~{candidate.estimated_cost_usd * 1e6:.0f} USD per 1M calls ({why})"
+        )
+
+
+class Router:
+    """Predictor + selector over a pool; every decision of a batch comes from one vectorised pass."""
+
+    def __init__(self, pool: ModelPool, predictor: Predictor, constraints: Constraints | None = None):
+        unknown = [m.name for m in pool.models if m.name not in predictor.models and not m.has_prior]
+        if unknown:
+            raise KeyError(
+                f"the predictor has no labels for model(s) {unknown}; it knows {predictor.models}. Learn them "
+                f"with Predictor.add_model or 'routoo add-model', or declare prior_quality or prior_like"
+            )
+        strangers = [m.prior_like for m in pool.models if m.prior_like and m.prior_like not in predictor.models]
+        if strangers:
+            raise KeyError(f"prior_like names model(s) {strangers} the predictor does not know; it knows {predictor.models}")
+        self.pool = pool
+        self.predictor = predictor
+        self.selector = Selector(pool, constraints)
+        self.directory: Path | None = None  # the ``routoo train`` folder it was loaded from, if any
+        self._predictor_digest: tuple[tuple, str] = ((), "")
+        self._batcher = BatchingPredictor(self._predict_pool)
+
+    def _predict_pool(self, texts: list[str]) -> np.ndarray:
+        """Prompts x pool models: the predictor's estimate, or a declared prior for a model it has no labels for."""
+        sources = [m.name if m.name in self.predictor.models else m.prior_like for m in self.pool.models]
+        columns = list(dict.fromkeys(s for s in sources if s is not None))
+        predicted = self.predictor.predict(texts, columns)
+        quality = np.empty((len(texts), len(self.pool)))
+        for j, (spec, source) in enumerate(zip(self.pool.models, sources)):
+            quality[:, j] = predicted[:, columns.index(source)] if source is not None else spec.prior_quality
+        return quality
+
+    @classmethod
+    def from_directory(
+        cls, directory: str | Path | None = None, pool_names: str | list[str] | None = None, constraints: Constraints | None = None
+    ) -> "Router":
+        """A router from a ``routoo train`` folder (default: the predictor bundled for mmlu_pro's 29 models).
+
+        ``pool_names`` keeps a subset of its pool: a list, or a ``--pool`` string such as ``"open"``.
+        """
+        from routoo_shared.predictors.predictor import Predictor  # torch and the encoder load with it
+
+        directory = Path(directory) if directory else BUNDLED_PREDICTOR
+        predictor = Predictor.load(directory)
+        pool_file = directory / "pool.json"
+        if not pool_file.exists():
+            raise PredictorFileError(f"no pool.json next to the predictor in {directory}")
+        pool = ModelPool.model_validate_json(pool_file.read_text())
+        if pool_names:
+            spec = pool_names if isinstance(pool_names, str) else ",".join(pool_names)
+            pool = pool.subset(expand_pool(spec, pool.names))
+        router = cls(pool, predictor, constraints)
+        router.directory = directory
+        return router
+
+    @property
+    def constraints(self) -> Constraints:
+        return self.selector.constraints
+
+    def warm_up(self) -> None:
+        """Load the encoder, the tokenizer and the predictor now (seconds, once a process) instead of in
+        the first routed call, where their loading holds the GIL and would stall an event loop."""
+        self._predict_pool(["warm-up"])  # the pool's columns, priors included
+
+    def with_pool(self, pool: ModelPool) -> "Router":
+        """This router over other specs of the same models (e.g. completed from the models' profiles)."""
+        if pool.names != self.pool.names:
+            raise ValueError(f"with_pool keeps the models: {self.pool.names} != {pool.names}")
+        routed = copy.copy(self)
+        routed.pool, routed.selector = pool, Selector(pool, self.constraints)
+        return routed
+
+    def fingerprint(self) -> str:
+        """A digest of what decides routes: the pool's specs, the constraints and the predictor's saved
+        weights; stable across processes, so LLM-cache keys can hold it."""
+        key = (id(self.predictor), tuple(self.predictor.models))
+        if self._predictor_digest[0] != key:
+            with tempfile.TemporaryDirectory() as folder:
+                self.predictor.save(folder)
+                saved = hashlib.sha256()
+                for name in sorted(os.listdir(folder)):
+                    saved.update(name.encode() + (Path(folder) / name).read_bytes())
+            self._predictor_digest = (key, saved.hexdigest())
+        digest = hashlib.sha256(self._predictor_digest[1].encode())
+        digest.update(self.pool.model_dump_json().encode() + self.constraints.model_dump_json().encode())
+        return digest.hexdigest()[:32]
+
+    def eligible(self, constraints: Constraints | None = None) -> list[str]:
+        """Pool models that the prompt-independent limits allow (allow/deny lists, capabilities)."""
+        masks = capability_masks(self.pool, constraints or self.constraints)
+        allowed = np.all(list(masks.values()), axis=0) if masks else np.ones(len(self.pool), dtype=bool)
+        return [name for name, ok in zip(self.pool.names, allowed) if ok]
+
+    def route(
+        self, prompt_or_messages: Any, budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None, **settings
+    ) -> RoutingDecision:
+        return self.route_batch([prompt_or_messages], budget=budget, cascade=cascade, **settings)[0]
+
+    def route_batch(
+        self, prompts: list[Any], budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None, **settings
+    ) -> list[RoutingDecision]:
+        """One decision a prompt; ``settings`` override the router's constraints for this call.
+
+        With a ``cascade`` policy, a decision may carry a ``CascadePlan`` (see ``CascadePolicy``).
+        """
+        constraints = self.constraints.merged(**settings)
+        if budget is not None:
+            ceiling = budget.remaining_usd
+            if constraints.max_cost_per_query is not None:
+                ceiling = min(ceiling, constraints.max_cost_per_query)
+            constraints = constraints.model_copy(update={"max_cost_per_query": max(ceiling, 0.0)})
+        texts, tokens, quality = self._predict(prompts, cascade.context if cascade else ())
+        quality, context_quality = quality[:, : len(self.pool)], quality[:, len(self.pool) :]
+        try:
+            selection = self.selector.select(quality, tokens, constraints)
+        except InfeasibleRoutingError as error:
+            if budget is not None and error.constraint == "max_cost_per_query":
+                raise BudgetExhaustedError(
+                    f"budget exhausted: {max(budget.remaining_usd, 0):.6g} of {budget.total_usd:.6g} USD left, "
+                    f"less than any eligible model costs for this prompt"
+                ) from error
+            raise
+        decisions = self._decisions(quality, tokens, selection)
+        if cascade is not None:
+            plans = self._plan_cascades(cascade, quality, tokens, selection, constraints, context_quality)
+            decisions = [d.model_copy(update={"cascade": plan}) for d, plan in zip(decisions, plans)]
+        return decisions
+
+    def _plan_cascades(
+        self,
+        policy: CascadePolicy,
+        quality: np.ndarray,
+        tokens: np.ndarray,
+        selection: Selection,
+        constraints: Constraints,
+        context_quality: np.ndarray,
+    ) -> list[CascadePlan | None]:
+        """Cascade plans under the call's constraints, in the trade-off mode's terms.
+
+        The trade-off prices a unit of the priciest eligible model's cost, as in ``Selector``;
+        both calls must be eligible and fit ``max_cost_per_query`` (a shared budget's remainder)
+        together. No plan under a quality floor or where the selection had to relax constraints.
+        """
+        if constraints.min_quality is not None:
+            return [None] * len(quality)
+        cost = self.pool.cost_matrix(tokens)
+        feasible = np.equal(selection.excluded_by, None)
+        reference = np.where(feasible, cost, 0).max(axis=1)
+        price = constraints.quality_cost_tradeoff / np.where(reference > 0, reference, 1.0)
+        ceiling = None
+        if constraints.max_cost_per_query is not None:
+            ceiling = np.full(len(quality), constraints.max_cost_per_query)
+        plans = policy.plans(quality, cost, self.pool.names, price, context_quality, feasible, ceiling)
+        relaxed = [b is not None and b.startswith("relaxed:") for b in selection.binding]
+        return [None if skip else plan for plan, skip in zip(plans, relaxed)]
+
+    def calibrate_tradeoff(self, dev_prompts: list[Any], target_cost_per_query: float) -> float:
+        """The online form of a budget: set the trade-off so that prompts like ``dev_prompts``
+        cost ``target_cost_per_query`` on average, then route one prompt at a time with it."""
+        _, tokens, quality = self._predict(dev_prompts)
+        tradeoff = self.selector.calibrate_tradeoff(quality, tokens, target_cost_per_query)
+        self.selector.constraints = self.constraints.merged(quality_cost_tradeoff=tradeoff)
+        return tradeoff
+
+    def plan_batch(self, prompts: list[Any], budget_usd: float, **settings) -> list[RoutingDecision]:
+        """The paper's setting: a total budget (USD) for the whole batch, spent where it buys most quality.
+
+        Raises TypeError / ValueError (from ``plan_budget``) for a budget that is not a finite,
+        non-negative number."""
+        constraints = self.constraints.merged(**settings)
+        texts, tokens, quality = self._predict(prompts)
+        base = self.selector.select(quality, tokens, constraints.model_copy(update={"quality_cost_tradeoff": 0.0}))
+        feasible = np.isfinite(base.scores)
+        plan = plan_budget(quality, self.pool.cost_matrix(tokens), budget_usd, feasible)
+        binding = ["budget" if c != b else None for c, b in zip(plan.chosen, base.chosen)]
+        selection = base.model_copy(update={"chosen": plan.chosen, "binding": binding})
+        return self._decisions(quality, tokens, selection)
+
+    def _predict(self, prompts: list[Any], context: tuple[str, ...] | list[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
+        """Texts, input tokens and predicted quality: the pool's columns, then ``context``'s (one pass)."""
+        if not prompts:
+            raise ValueError("route_batch needs at least one prompt")
+        texts = [routing_text(p) for p in prompts]
+        tokens = np.array([prompt_tokens(p, count_tokens) for p in prompts])
+        if context:  # a cascade's context models too: one pass of its own, outside the shared batches
+            return texts, tokens, self.predictor.predict(texts, self.pool.names + list(context))
+        return texts, tokens, self._batcher(texts)
+
+    def _decisions(self, quality: np.ndarray, tokens: np.ndarray, selection: Selection) -> list[RoutingDecision]:
+        cost = self.pool.cost_matrix(tokens)
+        names = self.pool.names
+        decisions = []
+        for row, chosen in enumerate(selection.chosen):
+            order = np.argsort(-selection.scores[row], kind="stable")
+            order = [chosen] + [j for j in order if j != chosen]
+            candidates = [
+                Candidate(
+                    model=names[j],
+                    predicted_quality=float(quality[row, j]),
+                    estimated_cost_usd=float(cost[row, j]),
+                    excluded_by=selection.excluded_by[row, j],
+                    unlabelled=names[j] not in self.predictor.models,
+                )
+                for j in order
+            ]
+            candidates.sort(key=lambda c: c.excluded_by is not None)  # stable: rank kept within groups
+            decisions.append(
+                RoutingDecision(
+                    model=names[chosen],
+                    predicted_quality=float(quality[row, chosen]),
+                    estimated_cost_usd=float(cost[row, chosen]),
+                    input_tokens=int(tokens[row]),
+                    binding_constraint=selection.binding[row],
+                    candidates=candidates,
+                    predictor=self.predictor.name,
+                )
+            )
+        return decisions

@@ -87,6 +87,9 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
             self.router = self.router.with_pool(pool)
         return self
 
+    def pool_model(self, name: str) -> BaseChatModel:
+        return self.models[name]
+
     # ----- LangChain identity
     @property
     def _llm_type(self) -> str:

@@ -55,6 +55,9 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
+# Every keyword a call may carry for the engine rather than for the model: routing settings and
+# capability flags, the attempt timeout, a forced model and the conversation's session id.
+CALL_SETTINGS = (*Constraints.model_fields, "timeout_s", "model", "session_id")
 FAILURE_WORDS = {
     "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",

@@ -19,8 +19,10 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from langchain_core.callbacks import (
+    AsyncCallbackHandler,
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
+    BaseCallbackHandler,
     CallbackManager,
     CallbackManagerForLLMRun,
 )
@@ -34,9 +36,12 @@ from langchain_core.messages.ai import add_usage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableBinding, RunnableConfig, RunnableLambda, ensure_config
 from langchain_core.runnables.configurable import RunnableConfigurableFields
+from langchain_core.tracers.base import BaseTracer
+from langchain_core.tracers.context import _configure_hooks
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, model_validator
 
+from routoo_shared.routing.conversations import Conversation
 from routoo_shared.routing.messages import has_image
 from routoo_shared.routing.pool import ModelPool, ModelSpec, fields_from_profile
 from routoo_shared.routing.cascade import AnswerEvidence
@@ -138,13 +143,13 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         return token_ids(text)
 
     # ----- the Runnable entry points: our run's id is known before it starts, so the chosen
-    # model's run nests under it even in _stream; the usage the child reported returns to the caller
+    # model's run nests under it even in _stream; the caller's message names the model that answered
     def invoke(self, input: LanguageModelInput, config: RunnableConfig | None = None, *, stop: list[str] | None = None,
                **kwargs: Any) -> AIMessage:
         config, parent = _with_run_id(config)
         token = _PARENT_RUN.set(parent)
         try:
-            return _with_usage(super().invoke(input, config, stop=stop, **kwargs))
+            return _for_caller(super().invoke(input, config, stop=stop, **kwargs))
         finally:
             _PARENT_RUN.reset(token)
 
@@ -153,7 +158,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         config, parent = _with_run_id(config)
         token = _PARENT_RUN.set(parent)
         try:
-            return _with_usage(await super().ainvoke(input, config, stop=stop, **kwargs))
+            return _for_caller(await super().ainvoke(input, config, stop=stop, **kwargs))
         except AttributeError as error:
             raise _cancellation(error) from error
         finally:
@@ -172,7 +177,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
                     return
                 finally:
                     _PARENT_RUN.reset(token)
-                yield _with_usage(chunk)
+                yield _for_caller(chunk)
         finally:
             chunks.close()
 
@@ -189,7 +194,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
                     return
                 finally:
                     _PARENT_RUN.reset(token)
-                yield _with_usage(chunk)
+                yield _for_caller(chunk)
         finally:
             await chunks.aclose()
             # LangChain's astream leaves our _astream to the garbage collector when it is closed early;
@@ -199,8 +204,10 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
                 await routed.aclose()
 
     # ----- routing
-    def _requirements(self, messages: list[BaseMessage], kwargs: dict[str, Any], streaming: bool) -> dict[str, Any]:
+    def _requirements(self, messages: list[BaseMessage], kwargs: dict[str, Any], streaming: bool,
+                      run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None) -> dict[str, Any]:
         return {
+            "conversation": _conversation(messages, run_manager, set(self.models)),
             "max_tokens": kwargs.get("max_tokens", self.max_tokens),
             "requires_tools": bool(kwargs.get("tools")),
             "requires_structured_output": STRUCTURED in kwargs or "response_format" in kwargs.get(TOOL_OPTIONS, {}),
@@ -255,7 +262,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
     # ----- generation
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
+        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False, run_manager))
         config, stop = _child_config(run_manager), stop or self.stop
         message = self.invoke_routed(call, lambda name: self._answer(name, messages, stop, request, config),
                                      _usage, _has_content, _evidence if _plain(request) else None)
@@ -263,7 +270,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
+        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False, run_manager))
         config, stop = _child_config(run_manager, asynchronous=True), stop or self.stop
         message = await self.ainvoke_routed(call, lambda name: self._aanswer(name, messages, stop, request, config),
                                             _usage, _has_content, _evidence if _plain(request) else None)
@@ -271,8 +278,8 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True))
-        config, stop = _child_config(run_manager), stop or self.stop
+        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True, run_manager))
+        config, stop = _child_config(run_manager, tokens=False), stop or self.stop
         if STRUCTURED in request:  # a structured answer arrives whole
             message = self.invoke_routed(call, lambda name: self._answer(name, messages, stop, request, config),
                                          _usage, _has_content)
@@ -287,8 +294,8 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
                        ) -> AsyncIterator[ChatGenerationChunk]:
-        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True))
-        config, stop = _child_config(run_manager, asynchronous=True), stop or self.stop
+        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True, run_manager))
+        config, stop = _child_config(run_manager, asynchronous=True, tokens=False), stop or self.stop
         if STRUCTURED in request:
             message = await self.ainvoke_routed(call, lambda name: self._aanswer(name, messages, stop, request, config),
                                                 _usage, _has_content)
@@ -418,6 +425,21 @@ def _identity(model: BaseChatModel) -> str:
     return hashlib.sha256(f"{type(model).__qualname__}:{text}".encode()).hexdigest()[:16]
 
 
+def _conversation(messages: list[BaseMessage], run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+                  pool: set[str]) -> Conversation:
+    """What names this call's conversation for sticky routing: LangGraph's ``thread_id`` (in the run
+    config's ``configurable``, which LangGraph copies into every run's metadata), and the pool model
+    whose routing record is on the last assistant turn of the history (it survives checkpoints)."""
+    parent = _PARENT_RUN.get()
+    config = parent[1] if parent is not None else {}
+    metadata = run_manager.metadata if run_manager is not None else config.get("metadata") or {}
+    thread_id = (config.get("configurable") or {}).get("thread_id") or metadata.get("thread_id")
+    last = next((m for m in reversed(messages) if isinstance(m, AIMessage)), None)
+    answered_by = (last.response_metadata.get("routoo") or {}).get("answered_by") if last is not None else None
+    return Conversation(thread_id=None if thread_id is None else str(thread_id),
+                        last_answered_by=answered_by if answered_by in pool else None)
+
+
 def _cancellation(error: AttributeError) -> BaseException:
     """langchain-core's ``agenerate`` turns a ``CancelledError`` into ``AttributeError: 'CancelledError'
     object has no attribute 'generations'`` (langchain-ai/langchain#38469): give the cancellation back."""
@@ -432,9 +454,10 @@ def _with_run_id(config: RunnableConfig | None) -> tuple[RunnableConfig, tuple[U
 
 
 def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-                  asynchronous: bool = False) -> RunnableConfig:
+                  asynchronous: bool = False, tokens: bool = True) -> RunnableConfig:
     """Callbacks for the chosen model's run: a child of ours (``ParentRunManager.get_child`` builds the
-    same; LLM run managers have none), tagged ``nostream``."""
+    same; LLM run managers have none), tagged ``nostream``. Without ``tokens`` (our run streams them
+    itself), token handlers see every event of that run but its tokens (``_WithoutTokens``)."""
     manager_class = AsyncCallbackManager if asynchronous else CallbackManager
     if run_manager is not None:
         manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
@@ -449,7 +472,31 @@ def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerFo
     else:
         manager = manager_class.configure()
     manager.add_tags([TAG_NOSTREAM])
+    if not tokens:
+        hooked = {id(var.get()) for var, *_ in _configure_hooks}  # re-added by the child's own configure
+        for handlers in (manager.handlers, manager.inheritable_handlers):
+            handlers[:] = [_WithoutTokens(h) if _hears_tokens(h) and id(h) not in hooked else h for h in handlers]
     return {"callbacks": manager}
+
+
+def _hears_tokens(handler: BaseCallbackHandler) -> bool:
+    """A handler that does something with new tokens (tracers record them per run: they keep them)."""
+    defaults = (BaseCallbackHandler.on_llm_new_token, AsyncCallbackHandler.on_llm_new_token)
+    return type(handler).on_llm_new_token not in defaults and not isinstance(handler, BaseTracer)
+
+
+class _WithoutTokens:
+    """A caller's handler as the chosen model's run sees it while our own run streams the answer: every
+    event but ``on_llm_new_token``, so it hears each token once, from our run."""
+
+    def __init__(self, handler: BaseCallbackHandler):
+        self.handler = handler
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handler, name)
+
+    def on_llm_new_token(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 def _usage(message: BaseMessage) -> Usage | None:
@@ -486,21 +533,22 @@ def _has_content(message: BaseMessage) -> bool:
 
 
 def _routed_message(message: BaseMessage, call: RoutedCall) -> AIMessage:
-    """A copy of the answer with the routing record; its usage moves into the record (the chosen model's
-    own run reports it), and returns to the caller's message in ``RoutooChatModel.invoke``."""
+    """A copy of the answer as our run reports it: the routing record, the provider's usage, and no
+    ``model_name`` (the provider's own id goes to the record; the caller's copy names the pool model,
+    ``_for_caller``): usage trackers keyed by model name, like ``get_usage_metadata_callback``, then
+    count the call once, from the chosen model's own run."""
     metadata = dict(message.response_metadata)
     metadata["routoo"] = {**call.record(), "usage": getattr(message, "usage_metadata", None),
-                          "provider_model_name": metadata.get("model_name")}
-    metadata["model_name"] = call.answered_by
+                          "provider_model_name": metadata.pop("model_name", None)}
     if not isinstance(message, AIMessage):
         message = AIMessage(content=message.content, additional_kwargs=message.additional_kwargs)
-    return message.model_copy(update={"response_metadata": metadata, "usage_metadata": None})
+    return message.model_copy(update={"response_metadata": metadata})
 
 
 class _RoutedChunks:
-    """Copies of the chosen model's chunks (the provider's objects stay untouched): the first carries the
-    routing record and ``model_name`` (the pool name; the provider's own id and the usage go to a last
-    chunk's record), so an aggregated stream names one model and reports usage once."""
+    """Copies of the chosen model's chunks (the provider's objects stay untouched), with its usage as it
+    sent it: the first carries the routing record; the provider's own model id moves to a last chunk's
+    record, so an aggregated stream names one model (``_for_caller``)."""
 
     def __init__(self, call: RoutedCall):
         self.call = call
@@ -515,9 +563,9 @@ class _RoutedChunks:
         metadata = dict(chunk.response_metadata)
         self.provider_model_name = metadata.pop("model_name", None) or self.provider_model_name
         if self.first:
-            metadata.update(routoo=self.call.record(), model_name=self.call.answered_by)
+            metadata["routoo"] = self.call.record()
             self.first = False
-        copy = _as_chunk(chunk).model_copy(update={"response_metadata": metadata, "usage_metadata": None})
+        copy = _as_chunk(chunk).model_copy(update={"response_metadata": metadata})
         return ChatGenerationChunk(message=copy)
 
     def last(self) -> ChatGenerationChunk:
@@ -541,12 +589,13 @@ def _as_chunk(message: BaseMessage) -> AIMessageChunk:
     return AIMessageChunk(**{**fields, "tool_call_chunks": tool_chunks})
 
 
-def _with_usage(message: BaseMessage) -> BaseMessage:
-    """The caller's copy of a routed message, with the usage the chosen model reported."""
-    usage = (message.response_metadata.get("routoo") or {}).get("usage")
-    if usage and not getattr(message, "usage_metadata", None):
-        return message.model_copy(update={"usage_metadata": usage})
-    return message
+def _for_caller(message: BaseMessage) -> BaseMessage:
+    """The caller's copy of a routed message (or of a stream's first chunk): ``model_name`` names the
+    pool model that answered."""
+    answered_by = (message.response_metadata.get("routoo") or {}).get("answered_by")
+    if answered_by is None:
+        return message
+    return message.model_copy(update={"response_metadata": {**message.response_metadata, "model_name": answered_by}})
 
 
 def _structured_message(result: Any) -> AIMessage:

@@ -42,6 +42,7 @@ from llama_index.core.base.llms.types import (
     MessageRole,
 )
 from llama_index.core.bridge.pydantic import SerializeAsAny
+from llama_index.core.callbacks import CallbackManager
 from llama_index.core.instrumentation import get_dispatcher, root_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
@@ -53,6 +54,7 @@ from llama_index.core.schema import BaseComponent
 from llama_index.core.types import PydanticProgramMode
 from pydantic import ConfigDict, model_validator
 
+from routoo_shared.routing.conversations import Conversation, reply_digest
 from routoo_shared.routing.messages import has_image
 from routoo_shared.routing.pool import ModelPool
 from routoo_shared.routing.cascade import AnswerEvidence
@@ -110,19 +112,17 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         pool = pool_from_metadata(self.router.pool, self.llms)
         if pool is not self.router.pool:
             self.router = self.router.with_pool(pool)
-        if "callback_manager" in self.model_fields_set:
-            self._share_callbacks()
         return self
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        super().__setattr__(name, value)
-        if name == "callback_manager":  # query engines and Settings assign the app's manager here
-            self._share_callbacks()
-
-    def _share_callbacks(self) -> None:
-        """The pool LLMs report their calls to RoutooLLM's callback manager (they are the ones that emit)."""
-        for llm in self.llms.values():
-            llm.callback_manager = self.callback_manager
+    def _pool_llm(self, name: str) -> LLM:
+        """Pool LLM ``name`` for one call, reporting to this RoutooLLM's callback manager (as well as to
+        its own handlers): a shallow copy, so the user's object, which other RoutooLLMs may share, is
+        never written to."""
+        llm, manager = self.llms[name], self.callback_manager
+        own = [handler for handler in llm.callback_manager.handlers if handler not in manager.handlers]
+        if own:
+            manager = CallbackManager(handlers=[*manager.handlers, *own])
+        return llm.model_copy(update={"callback_manager": manager})
 
     @classmethod
     def class_name(cls) -> str:
@@ -179,7 +179,7 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         needs = self._needs(payload, requires_streaming=streaming, requires_tools=tools is not None)
 
         def send(name: str, method: str, call: dict[str, Any]) -> Any:
-            llm = self.llms[name]
+            llm = self._pool_llm(name)
             if tools is None:
                 return getattr(llm, method)(payload, **call)
             prepared = llm._prepare_chat_with_tools_compat(tools, chat_history=list(payload), **call)
@@ -189,17 +189,18 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
 
     def _call(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Any:
         kwargs, needs, send = self._message_call(payload, kwargs, streaming=False)
-        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), conversation=_conversation(payload), **needs)
         usage_of = _usage_reader(call)
         evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
         response = self.invoke_routed(
             call, lambda name: _named(send(name, method, rest), name), usage_of, _has_content, evidence
         )
+        _answered(call, response)
         return _annotated(response, self._record(call))
 
     async def _acall(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Any:
         kwargs, needs, send = self._message_call(payload, kwargs, streaming=False)
-        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), conversation=_conversation(payload), **needs)
 
         async def invoke(name: str) -> Any:
             return _named(await send(name, method, rest), name)
@@ -207,34 +208,37 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         usage_of = _usage_reader(call)
         evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
         response = await self.ainvoke_routed(call, invoke, usage_of, _has_content, evidence)
+        _answered(call, response)
         return _annotated(response, self._record(call))
 
     def _stream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
         """Routed on the first iteration; every chunk names the LLM that answered."""
         kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
-        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), conversation=_conversation(payload), **needs)
         first = self._first_answer_reader(call, needs, lambda name: _named(send(name, _whole(method), rest), name))
-        record = None
+        record = chunk = None
         for name, chunk in self.stream_routed(
             call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
         ):
             record = record or self._record(call)
             yield _annotated(_named(chunk, name), record)
+        _answered(call, chunk)
 
     async def _astream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
         kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
-        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), conversation=_conversation(payload), **needs)
 
         async def whole(name: str) -> Any:
             return _named(await send(name, _whole(method), rest), name)
 
         first = self._first_answer_reader(call, needs, whole)
-        record = None
+        record = chunk = None
         async for name, chunk in self.astream_routed(
             call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
         ):
             record = record or self._record(call)
             yield _annotated(_named(chunk, name), record)
+        _answered(call, chunk)
 
     @staticmethod
     def _first_answer_reader(call: RoutedCall, needs: dict[str, bool], invoke: Callable[[str], Any]) -> FirstAnswer | None:
@@ -324,7 +328,7 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     def _template_call(self, call: RoutedCall, run: Callable[[LLM], Result]) -> Result:
         def invoke(name: str) -> _Captured:
             with _capturing() as ends:
-                return _Captured(run(self.llms[name]), ends)
+                return _Captured(run(self._pool_llm(name)), ends)
 
         captured = self.invoke_routed(call, invoke, _captured_usage, _Captured.has_value)
         self._record(call)
@@ -333,7 +337,7 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     async def _atemplate_call(self, call: RoutedCall, run: Callable[[LLM], Awaitable[Result]]) -> Result:
         async def invoke(name: str) -> _Captured:
             with _capturing() as ends:
-                return _Captured(await run(self.llms[name]), ends)
+                return _Captured(await run(self._pool_llm(name)), ends)
 
         captured = await self.ainvoke_routed(call, invoke, _captured_usage, _Captured.has_value)
         self._record(call)
@@ -342,7 +346,7 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     def _template_stream(self, call: RoutedCall, open_stream: Callable[[LLM], Iterator[Result]]) -> Iterator[Result]:
         def opened(name: str) -> Iterator[_Captured]:
             ends: list[BaseEvent] = []
-            source = open_stream(self.llms[name])
+            source = open_stream(self._pool_llm(name))
             try:
                 while True:
                     with _capturing(ends):
@@ -365,7 +369,7 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         async def opened(name: str) -> AsyncIterator[_Captured]:
             ends: list[BaseEvent] = []
             with _capturing(ends):
-                source = await open_stream(self.llms[name])
+                source = await open_stream(self._pool_llm(name))
             try:
                 while True:
                     with _capturing(ends):
@@ -486,6 +490,36 @@ def pool_from_metadata(pool: ModelPool, llms: dict[str, LLM]) -> ModelPool:
     return pool if all(a is b for a, b in zip(specs, pool.models)) else ModelPool(models=specs)
 
 
+# ----- sticky conversations: LlamaIndex messages carry no routing record, so a conversation is found
+# by a digest of its last assistant turn, which the store maps to the model that wrote it
+def _reply(message: ChatMessage) -> str:
+    ids = [_tool_call_id(call) for call in _message_tool_calls(message)]
+    return reply_digest(message.content or "", [i for i in ids if i])
+
+
+def _conversation(payload: Any) -> Conversation | None:
+    """The conversation of a chat call, named by its last assistant turn (None for a prompt)."""
+    if isinstance(payload, str):
+        return None
+    last = next((m for m in reversed(list(payload)) if m.role == MessageRole.ASSISTANT), None)
+    return Conversation(last_reply=_reply(last)) if last is not None else Conversation()
+
+
+def _answered(call: RoutedCall, response: Any) -> None:
+    """Keep the answering model for the conversation this answer (a chat response or a stream's last
+    chunk, which holds the whole message) continues."""
+    message = getattr(response, "message", None)
+    if message is not None:
+        call.answered_with(_reply(message))
+
+
+def _tool_call_id(tool_call: Any) -> str | None:
+    """A tool call's id, from a ``ToolCallBlock``, an SDK object or a dict."""
+    if isinstance(tool_call, dict):
+        return tool_call.get("id") or tool_call.get("tool_call_id")
+    return getattr(tool_call, "tool_call_id", None) or getattr(tool_call, "id", None)
+
+
 # ----- responses: who answered, what it used, whether it said anything
 def _named(response: Any, name: str) -> Any:
     response.additional_kwargs = {**(response.additional_kwargs or {}), "model_name": name}
@@ -499,8 +533,10 @@ def _annotated(response: Any, record: dict[str, Any]) -> Any:
 
 def _tool_calls(response: Any) -> list[Any]:
     message = getattr(response, "message", None)
-    if message is None:
-        return []
+    return [] if message is None else _message_tool_calls(message)
+
+
+def _message_tool_calls(message: ChatMessage) -> list[Any]:
     blocks = [b for b in message.blocks if getattr(b, "block_type", None) == "tool_call"]
     return blocks or list(message.additional_kwargs.get("tool_calls") or [])
 

@@ -12,14 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import hashlib
 import inspect
 import math
-import threading
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Literal, TypeVar
 
@@ -27,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_serializer
 
 from routoo_shared.routing import timeouts
 from routoo_shared.routing.budget import BudgetExhaustedError, Reservation, RoutooBudget
+from routoo_shared.routing.conversations import REPLY, Conversation, ConversationStore, InMemoryConversationStore
 from routoo_shared.routing.cascade import AnswerEvidence, CascadePolicy
 from routoo_shared.routing.fallback import (
     AllModelsFailedError,
@@ -39,7 +37,6 @@ from routoo_shared.routing.fallback import (
     malformed_answer,
 )
 from routoo_shared.routing.health import ModelHealth
-from routoo_shared.routing.messages import to_turns
 from routoo_shared.routing.router import Router, RoutingDecision
 from routoo_shared.routing.selector import Constraints
 
@@ -62,7 +59,6 @@ FAILURE_WORDS = {
     "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
 }
-STICKY_CONVERSATIONS = 4096  # conversations remembered for sticky routing (least recently used dropped)
 
 
 @dataclass(frozen=True)
@@ -108,7 +104,7 @@ class RoutedCall:
     decision: RoutingDecision
     max_tokens: int | None = None
     timeout_s: float | None = None
-    sticky_key: str | None = None
+    conversation: Conversation | None = None  # a sticky call's conversation: its model is kept once committed
     attempts: list[Attempt] = field(default_factory=list)
     answered_by: str | None = None
     cooling: list[str] = field(default_factory=list)
@@ -222,8 +218,14 @@ class RoutedCall:
         health counts once the stream has ended well or broken)."""
         self.attempts.append(Attempt(model=name))
         self.answered_by = name
-        if self.sticky_key is not None:
-            self.owner._remember(self.sticky_key, name)
+        if self.conversation is not None and self.conversation.key is not None:
+            self.owner.conversations.set(self.conversation.key, name, self.owner.conversation_ttl_s)
+
+    def answered_with(self, reply: str) -> None:
+        """A sticky call's answer, as ``conversations.reply_digest``: keeps its model for the
+        conversation whose last assistant turn it becomes (for histories that carry no routing record)."""
+        if self.conversation is not None and self.answered_by is not None:
+            self.owner.conversations.set(REPLY + reply, self.answered_by, self.owner.conversation_ttl_s)
 
     def ended(self, name: str, usage: Usage | None) -> None:
         """A committed stream ended, broke off or was abandoned: charge its reported usage (else the
@@ -269,8 +271,10 @@ class RoutedCall:
         before = [f"{a.model} {FAILURE_WORDS[a.kind or 'provider']}" for a in self.attempts if a.model != model and a.error]
         before += [f"{m} cooling down" for m in self.cooling if m != model and m not in {a.model for a in self.attempts}]
         notes = ["next best" if model != self.decision.model else self.decision.why] + before
-        if self.decision.sticky:
-            notes.append("kept for this conversation (sticky)")
+        if self.decision.sticky and model != self.decision.model:
+            notes.append(f"{self.decision.model} was {self.decision.sticky_reason}")
+        elif not self.decision.sticky and self.decision.sticky_reason:
+            notes.append(self.decision.sticky_reason)
         return self.decision.explain(model, "; ".join(notes))
 
     def record(self) -> dict[str, Any]:
@@ -314,16 +318,26 @@ class RoutedCalls(BaseModel):
         "(default: provider, network, rate-limit, timeout and empty-answer errors; never programming errors)",
     )
     sticky: bool = Field(
-        default=False, description="keep the model that answered a conversation's first turn for its later "
-        "turns (agent tool loops; some providers reject another provider's tool-call history)",
+        default=False, description="keep a conversation on the model that answered it (agent tool loops; some "
+        "providers reject another provider's tool-call history): it is tried first, the others stay as "
+        "fallbacks. A conversation is named by session_id, else LangGraph's thread_id, else its last assistant turn",
     )
+    session_id: str | None = Field(
+        default=None, min_length=1, description="names the conversation for sticky routing (also per call: "
+        "invoke(..., session_id=...)); a call that has one is sticky",
+    )
+    conversations: ConversationStore = Field(
+        default_factory=InMemoryConversationStore, description="where sticky routing keeps each conversation's "
+        "model (default: this process's memory; share one, e.g. on Redis, between workers)",
+    )
+    conversation_ttl_s: float = Field(default=86400.0, gt=0, allow_inf_nan=False,
+                                      description="seconds a conversation's model is kept after its last turn")
     cascade: CascadePolicy | None = Field(
         default=None, description="answer-aware cascades: where the policy expects it to pay, a cheap model "
         "answers first and the planned target only when that answer looks doubtful (use a non-zero "
         "quality_cost_tradeoff; CascadePolicy.load() is the bundled predictor's)",
     )
     _health: ModelHealth | None = PrivateAttr(default=None)
-    _sticky_models: OrderedDict = PrivateAttr(default_factory=OrderedDict)
 
     @model_validator(mode="after")
     def _warm_router(self) -> "RoutedCalls":
@@ -345,6 +359,10 @@ class RoutedCalls(BaseModel):
         """The budget's configuration, never its live state (spending changes on every call, and
         identities built from ``to_dict``, such as LlamaIndex's ingestion-cache keys, must not)."""
         return None if budget is None else {"total_usd": budget.total_usd}
+
+    @field_serializer("conversations")
+    def _describe_store(self, store: ConversationStore) -> str:
+        return type(store).__qualname__
 
     @field_serializer("fallback_on")
     def _describe_policy(self, policy: Any) -> list[str] | str | None:
@@ -398,15 +416,18 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        conversation: Conversation | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """The routed call, and the call's kwargs without the routing settings.
 
-        Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``);
-        ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs
-        (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable models when
-        any is eligible. ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an
-        unknown forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
+        Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``,
+        ``session_id=...``); ``model="name"`` forces one pool model; ``requirements`` are capability flags
+        the call needs (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable
+        models when any is eligible. ``max_tokens`` bounds the output the budget holds. ``conversation``
+        is what the integration knows of the call's conversation (thread id, last assistant turn): a
+        sticky call keeps its model first (``RoutingDecision.kept``). Raises ``KeyError`` for an unknown
+        forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
         """
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
@@ -421,15 +442,18 @@ class RoutedCalls(BaseModel):
             self.router.pool[forced]  # unknown model -> KeyError naming the pool
             overrides["allowed_models"] = [forced]
         constraints = self.routing_constraints(**overrides).model_dump()
-        key = self._conversation_key(messages) if self.sticky else None
-        kept = self._sticky_models.get(key) if key is not None else None
-        decision = None
-        if kept is not None and kept in self.router.eligible(self.router.constraints.merged(**constraints)):
-            decision = self.router.route(messages, budget=self.budget, **{**constraints, "allowed_models": [kept]})
-            decision = decision.model_copy(update={"sticky": True})
-        if decision is None:
-            decision = self.router.route(messages, budget=self.budget, cascade=self.cascade, **constraints)
-        return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key), call
+        session_id = call.pop("session_id", None) or self.session_id
+        if session_id is not None and not isinstance(session_id, str):
+            raise ValueError(f"session_id must be a non-empty string, got {session_id!r}")
+        if session_id is not None or self.sticky:
+            conversation = replace(conversation or Conversation(), session_id=session_id)
+        else:
+            conversation = None
+        kept = self._kept_model(conversation) if conversation is not None else None
+        decision = self.router.route(messages, budget=self.budget, cascade=None if kept else self.cascade, **constraints)
+        if kept is not None:
+            decision = decision.kept(kept, conversation.named_by)
+        return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, conversation=conversation), call
 
     async def aroute_call(
         self,
@@ -437,26 +461,23 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        conversation: Conversation | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
         concurrent calls share predictor passes (``routoo_shared.routing.batching``)."""
-        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, **requirements)
+        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, conversation, **requirements)
         return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 
-    def _conversation_key(self, messages: Any) -> str | None:
-        """A conversation's identity: its turns up to the first user turn (None for a single prompt)."""
-        turns = to_turns(messages)
-        first_user = next((i for i, (role, _) in enumerate(turns) if role in ("user", "human")), 0)
-        opening = turns[: first_user + 1]
-        return hashlib.sha256(repr(opening).encode()).hexdigest()
-
-    def _remember(self, key: str, model: str) -> None:
-        with _STICKY_LOCK:
-            self._sticky_models[key] = model
-            self._sticky_models.move_to_end(key)
-            while len(self._sticky_models) > STICKY_CONVERSATIONS:
-                self._sticky_models.popitem(last=False)
+    def _kept_model(self, conversation: Conversation) -> str | None:
+        """The pool model this conversation is kept on: the store's for its session or thread, else the
+        one its history says answered its last assistant turn (recorded, or found by that turn's digest)."""
+        kept = self.conversations.get(conversation.key) if conversation.key is not None else None
+        if kept is None:
+            kept = conversation.last_answered_by
+        if kept is None and conversation.last_reply is not None:
+            kept = self.conversations.get(REPLY + conversation.last_reply)
+        return kept if kept in self.router.pool.names else None
 
     # ----- a cascade's first answer, then the four drivers
     def _first_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
@@ -652,7 +673,6 @@ class RoutedCalls(BaseModel):
         raise call.give_up()
 
 
-_STICKY_LOCK = threading.Lock()
 _CLOSING: set[asyncio.Future] = set()  # streams being closed in the background (kept from the GC)
 # Enough threads that a burst of async calls reaches the predictor batcher together.
 _ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-route")

@@ -54,7 +54,8 @@ class RoutingDecision(BaseModel):
     input_tokens: int
     binding_constraint: str | None
     candidates: list[Candidate]  # eligible ones first, best first; then the excluded ones
-    sticky: bool = False  # kept from the conversation's first turn (RoutedCalls.sticky)
+    sticky: bool = False  # the model a sticky conversation is kept on (RoutedCalls.sticky), first of the candidates
+    sticky_reason: str | None = None  # why it was kept, or why the kept model could not be (routed afresh)
     cascade: CascadePlan | None = None  # set when a cascade policy planned one: call its first model first
     predictor: str | None = None  # which predictor decided (its head and prompt encoder)
 
@@ -68,8 +69,26 @@ class RoutingDecision(BaseModel):
 
     @property
     def why(self) -> str:
-        """Why the router chose ``model``: the setting that bound the choice, or best predicted quality."""
+        """Why ``model`` was chosen: kept for a conversation, the setting that bound the choice, or best
+        predicted quality."""
+        if self.sticky:
+            return self.sticky_reason
         return f"bound by {self.binding_constraint}" if self.binding_constraint else "best predicted quality"
+
+    def kept(self, model: str, conversation: str) -> "RoutingDecision":
+        """This decision with ``model`` (the one ``conversation`` is kept on) first and every other eligible candidate
+        after it, in rank order, as fallbacks; when this call's settings exclude ``model`` (its cost
+        ceiling, the budget, capabilities), the decision as routed, saying so in ``sticky_reason``."""
+        candidate = next((c for c in self.candidates if c.model == model), None)
+        if candidate is None or candidate.excluded_by is not None:
+            excluded = "not eligible" if candidate is None else f"excluded by {candidate.excluded_by}"
+            return self.model_copy(update={"sticky_reason": f"{model}, kept for {conversation}, was {excluded}: routed afresh"})
+        return self.model_copy(update={
+            "model": model, "predicted_quality": candidate.predicted_quality, "binding_constraint": None,
+            "estimated_cost_usd": candidate.estimated_cost_usd, "sticky": True,
+            "sticky_reason": f"kept for {conversation} (sticky)",
+            "candidates": [candidate] + [c for c in self.candidates if c is not candidate],
+        })
 
     def explain(self, answered_by: str | None = None, why: str | None = None) -> str:
         """One line: the model, its predicted quality and cost, and why it answered (``why`` given by

@@ -115,13 +115,14 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         return self
 
     def _pool_llm(self, name: str) -> LLM:
-        """Pool LLM ``name`` for one call, reporting to this RoutooLLM's callback manager (as well as to
-        its own handlers): a shallow copy, so the user's object, which other RoutooLLMs may share, is
-        never written to."""
-        llm, manager = self.llms[name], self.callback_manager
-        own = [handler for handler in llm.callback_manager.handlers if handler not in manager.handlers]
-        if own:
-            manager = CallbackManager(handlers=[*manager.handlers, *own])
+        """Pool LLM ``name`` for one call, reporting to this RoutooLLM's callback handlers as well as to
+        its own: the LLM itself when it already reports to all of them, else a shallow copy (sharing its
+        clients) with both, so the user's object, which other RoutooLLMs may share, is never written to."""
+        llm, ours = self.llms[name], self.callback_manager.handlers
+        own = llm.callback_manager.handlers
+        if all(handler in own for handler in ours):
+            return llm
+        manager = CallbackManager(handlers=[*ours, *(handler for handler in own if handler not in ours)])
         return llm.model_copy(update={"callback_manager": manager})
 
     @classmethod

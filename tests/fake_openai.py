@@ -5,7 +5,8 @@
 request asks ``stream=True``, in server-sent events word by word with a usage chunk; when tools are
 offered and the last message is not a tool result it calls the tool ``tool_choice`` names, else the
 first tool (every offered tool when ``parallel``); with a ``response_format`` it answers ``structured``
-as JSON; ``reply`` may be a function of the request body. ``requests`` keeps every request body; ``status`` makes it fail with that HTTP status (and
+as JSON; ``reply`` may be a function of the request body; ``filtered`` answers HTTP 200 with no choices
+(a content filter's reply). ``requests`` keeps every request body; ``status`` makes it fail with that HTTP status (and
 ``retry_after`` seconds); ``max_prompt_tokens`` rejects longer prompts as a provider does (HTTP 400).
 """
 
@@ -29,6 +30,7 @@ class FakeOpenAI:
     tool_args: dict = field(default_factory=lambda: {"a": 1, "b": 2})
     parallel: bool = False
     structured: dict | None = None
+    filtered: bool = False
     max_prompt_tokens: int | None = None
     status: int | None = None
     retry_after: float | None = None
@@ -49,6 +51,10 @@ class FakeOpenAI:
             headers = {"retry-after": str(self.retry_after)} if self.retry_after is not None else {}
             return httpx.Response(self.status, headers=headers, json={"error": {"message": f"fake status {self.status}",
                                                                                "type": "fake", "code": str(self.status)}})
+        if self.filtered:
+            return httpx.Response(200, json={"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                                             "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {
+                                                 "violence": {"filtered": True, "severity": "medium"}}}]})
         prompt = sum(count_tokens(str(m.get("content") or "")) for m in body["messages"])
         if self.max_prompt_tokens is not None and prompt > self.max_prompt_tokens:
             return httpx.Response(400, json={"error": {"message": f"context_length_exceeded: {prompt} tokens",

@@ -314,8 +314,9 @@ def _image_size(part: Any) -> tuple[int, int] | None:
         url = url.get("url") if isinstance(url, dict) else url
         source = part.get("source") if isinstance(part.get("source"), dict) else {}
         data = part.get("base64") or part.get("data") or source.get("data") or url
-    else:
-        data = getattr(part, "image", None)
+    else:  # LlamaIndex ImageBlock: bytes, or a (data) URL
+        url = getattr(part, "url", None)
+        data = getattr(part, "image", None) or (str(url) if url else None)
     if isinstance(data, str):
         if data.startswith("data:"):
             data = data.partition(",")[2]

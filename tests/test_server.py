@@ -11,10 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -34,6 +38,7 @@ from tests.fake_openai import USAGE, FakeOpenAI
 
 CHEAP, MID, STRONG = TRIO
 SECRET, OTHER = "rt-test-secret", "rt-other-secret"
+ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -382,3 +387,70 @@ async def test_a_client_leaving_mid_stream_releases_the_hold():
             assert time.monotonic() < deadline, "the hold of an abandoned stream was not released"
             await asyncio.sleep(0.05)
         assert budget(app).spent_usd > 0  # the words already sent are charged
+
+
+async def test_json_object_mode_goes_to_a_structured_output_model():
+    fake = FakeOpenAI(structured={"ok": True})
+    router = capable_router()
+    for spec in router.pool.models:
+        spec.supports_structured_output = spec.name == MID
+    app = make_app(upstreams(**{MID: fake}), router=router)
+    completion = await sdk(app).chat.completions.create(model="routoo", messages=QUESTION, response_format={"type": "json_object"})
+    assert completion.model == MID and json.loads(completion.choices[0].message.content) == {"ok": True}
+    assert fake.requests[-1]["response_format"] == {"type": "json_object"}
+
+
+# ----- the command line and the README
+def cli(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "routoo_shared.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+
+
+def test_cli_adds_keys_and_refuses_an_open_server_off_loopback(tmp_path):
+    config = tmp_path / "routoo.yaml"
+    added = cli("keys", "add", "team-a", "--config", str(config), "--budget-usd", "50", "--rpm", "60")
+    assert added.returncode == 0, added.stderr
+    secret = added.stdout.strip()
+    assert secret.startswith("rt-") and secret not in config.read_text() and digest(secret) in config.read_text()
+    refused = cli("serve", "--pool", "local", "--host", "0.0.0.0")
+    assert refused.returncode == 2 and "refusing to serve on 0.0.0.0 with no API keys" in refused.stderr
+
+
+@pytest.mark.slow
+def test_serving_readme_examples_run_as_written(tmp_path):
+    """`routoo serve --pool local`, then the README's curl and openai blocks (on a free port instead of 8000)."""
+    from tests.test_readme import blocks
+
+    (serve, curl), python, config = [c for lang, _, c in blocks("serving") if lang == "bash"], \
+        next(c for lang, _, c in blocks("serving") if lang == "python"), next(c for lang, _, c in blocks("serving") if lang == "yaml")
+    (tmp_path / "routoo.yaml").write_text(config)
+    loaded = ServerConfig.load(tmp_path / "routoo.yaml")
+    assert [m.spec.name for m in loaded.pool][-1] == "llama-3.1-8b-vllm" and set(loaded.presets) == {"cheap", "best"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    assert serve.strip() == "routoo serve --pool local"
+    server = subprocess.Popen([sys.executable, "-m", "routoo_shared.cli", "serve", "--pool", "local", "--port", str(port)],
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and server.poll() is None, "routoo serve --pool local did not start"
+                time.sleep(1)
+        answer = json.loads(subprocess.run(curl.replace("8000", str(port)), shell=True, capture_output=True, text=True,
+                                           timeout=300, check=True).stdout)
+        assert answer["model"] in ("smollm2-135m-instruct", "gemma-3-270m") and answer["choices"][0]["message"]["content"]
+        (tmp_path / "client.py").write_text(python.replace("8000", str(port)))
+        printed = subprocess.run([sys.executable, "client.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert printed.returncode == 0, printed.stderr
+        lines = printed.stdout.splitlines()
+        assert lines[0].split()[0] in ("smollm2-135m-instruct", "gemma-3-270m") and "predicted quality" in lines[2]
+        assert "total_tokens" in printed.stdout
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -10,6 +10,7 @@ timeouts and cooldowns. The answer goes back in OpenAI's shapes with the decisio
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -130,12 +131,10 @@ class RoutingService:
 
     def visible_models(self, key: KeyState | None) -> list[str]:
         """The ``model`` values this key may send."""
-        ids = self.model_ids() + self.pool_names
-        if key is None:
-            return ids
-        presets, models = key.entry.allowed_presets, key.entry.allowed_models
-        return [i for i in ids if (presets is None or i in presets) if i in self.model_ids()] + \
-               [i for i in self.pool_names if models is None or i in models]
+        presets = key.entry.allowed_presets if key is not None else None
+        models = key.entry.allowed_models if key is not None else None
+        return ([i for i in self.model_ids() if presets is None or i in presets]
+                + [m for m in self.pool_names if models is None or m in models])
 
     # ----- one request
     def settings_for(self, request: ChatCompletionRequest, key: KeyState | None) -> dict[str, Any]:
@@ -364,3 +363,22 @@ def create_app(config: ServerConfig, chat_models: dict[str, BaseChatModel] | Non
         return Response(service.metrics.text(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def check_bind(host: str, config: ServerConfig) -> None:
+    """``ValueError`` for an address other than loopback when no key is configured (an open server)."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not config.keys:
+        raise ValueError(f"refusing to serve on {host} with no API keys in the config: add one with "
+                         f"'routoo keys add NAME --budget-usd 50', or bind 127.0.0.1")
+
+
+def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the server with uvicorn until interrupted."""
+    import uvicorn
+
+    check_bind(host, config)
+    uvicorn.run(create_app(config), host=host, port=port, log_level="info")

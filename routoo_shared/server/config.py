@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -134,8 +135,7 @@ class ServerConfig(BaseModel):
             first = error.errors()[0]
             field = ".".join(str(part) for part in first["loc"])
             raise ValueError(f"{where}: {field}: {first['msg']}") from None
-        names = [key.name for key in config.keys]
-        repeated = sorted({n for n in names if names.count(n) > 1})
+        repeated = sorted(name for name, count in Counter(key.name for key in config.keys).items() if count > 1)
         if repeated:
             raise ValueError(f"{where}: keys: repeated name(s) {repeated}")
         return config

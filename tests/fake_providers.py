@@ -250,3 +250,19 @@ class Gemini(Endpoint):
         if "streamGenerateContent" not in str(request.url):
             return httpx2.Response(200, json=answer)
         return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_sse([(None, answer)]))
+
+
+def chat_openai(model: str, endpoint: OpenAIChat, **fields: Any):
+    """LangChain's ``ChatOpenAI`` talking to ``endpoint``."""
+    from langchain_openai import ChatOpenAI
+
+    return ChatOpenAI(model=model, api_key="sk-test", max_retries=0, http_client=httpx.Client(transport=endpoint.transport()),
+                      http_async_client=httpx.AsyncClient(transport=endpoint.async_transport()), **fields)
+
+
+def llama_openai(model: str, endpoint: OpenAIChat, **fields: Any):
+    """LlamaIndex's ``OpenAI`` talking to ``endpoint``."""
+    from llama_index.llms.openai import OpenAI
+
+    return OpenAI(model=model, api_key="sk-test", max_retries=0, http_client=httpx.Client(transport=endpoint.transport()),
+                  async_http_client=httpx.AsyncClient(transport=endpoint.async_transport()), **fields)

@@ -18,7 +18,6 @@ from genai_prices import extract_usage
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
-from langchain_openai import ChatOpenAI
 from llama_index.core.base.llms.types import ChatMessage
 from llama_index.core.tools import FunctionTool
 from llama_index.llms.openai import OpenAI
@@ -34,7 +33,9 @@ from routoo_shared.routing.tokens import tokenizer_for
 from routoo_shared.routing.usage import Usage, read_usage
 from tests.conftest import trio_router
 from tests.exit_paths import join_abandoned_attempts
-from tests.fake_providers import AnthropicMessages, Gemini, OpenAIChat, OpenAIResponses, openai_prompt_tokens, png
+from tests.fake_providers import (
+    AnthropicMessages, Gemini, OpenAIChat, OpenAIResponses, chat_openai, llama_openai, openai_prompt_tokens, png,
+)
 
 PRIOR = "Meta-Llama-3_1-70B-Instruct"
 MODES = ["sync", "async", "stream", "astream"]
@@ -53,16 +54,6 @@ def schema(i: int) -> dict:
     properties["region"] = {"type": "string", "enum": ["eu", "us", "apac"], "description": "where to look"}
     return {"type": "function", "function": {"name": f"lookup_{i}", "description": "Look up inventory rows. " * 10,
                                              "parameters": {"type": "object", "properties": properties}}}
-
-
-def chat_openai(model: str, endpoint: OpenAIChat, **fields) -> ChatOpenAI:
-    return ChatOpenAI(model=model, api_key="sk-test", max_retries=0, http_client=httpx.Client(transport=endpoint.transport()),
-                      http_async_client=httpx.AsyncClient(transport=endpoint.async_transport()), **fields)
-
-
-def llama_openai(model: str, endpoint: OpenAIChat, **fields) -> OpenAI:
-    return OpenAI(model=model, api_key="sk-test", max_retries=0, http_client=httpx.Client(transport=endpoint.transport()),
-                  async_http_client=httpx.AsyncClient(transport=endpoint.async_transport()), **fields)
 
 
 def run_langchain(chat, mode: str, prompt) -> None:

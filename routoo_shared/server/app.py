@@ -177,8 +177,8 @@ class RoutingService:
         copy = {k: settings.pop(k) for k in CHAT_MODEL_FIELDS if k in settings}
         chat = self.chat.model_copy(update={"budget": key.budget() if key is not None else None, **copy})
         options = {**settings, **request.call_options()}
-        if session is not None and "session_id" in RoutooChatModel.model_fields:
-            options["session_id"] = session
+        if session is not None and "session_id" in RoutooChatModel.model_fields:  # sticky per conversation
+            options["session_id"] = f"{key.name if key is not None else ''}:{session}"  # one key's ids never meet another's
         response_format = request.response_format
         if response_format is not None and response_format.type == "json_object":
             options.update(response_format={"type": "json_object"}, requires_structured_output=True)

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -144,15 +145,17 @@ async def one(client: httpx.AsyncClient, url: str, key: str, model: str, i: int)
     return {"status": status, "seconds": time.perf_counter() - started, "stream": stream, "abandoned": abandon}
 
 
-async def load(url: str, keys: list[str], model: str, requests: int, free_key: str) -> tuple[list[dict], list[dict], float]:
+async def load(url: str, keys: list[str], model: str, requests: int, free_key: str,
+               between: Callable[[], None] = lambda: None) -> tuple[list[dict], list[dict], float]:
     """(one-at-a-time results, at-once results, wall seconds of the latter): a few warm-up requests and
-    ``SEQUENTIAL`` one at a time on ``free_key`` (no budget), then ``requests`` at once over ``keys``."""
+    ``SEQUENTIAL`` one at a time on ``free_key`` (no budget), ``between()``, then ``requests`` at once over ``keys``."""
     limits = httpx.Limits(max_connections=requests, max_keepalive_connections=requests)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0)) as client:
         for i in range(WARM_UP):
             await one(client, url, free_key, model, i)
         alone = [await one(client, url, free_key, model, 2 * i) for i in range(SEQUENTIAL // 2)]  # whole answers
         alone += [await one(client, url, free_key, model, 2 * i + 3) for i in range(SEQUENTIAL // 2)]  # full streams
+        between()
         started = time.perf_counter()
         results = await asyncio.gather(*(one(client, url, keys[i % len(keys)], model, i) for i in range(requests)))
         return alone, list(results), time.perf_counter() - started
@@ -177,6 +180,12 @@ def summary(alone: list[dict], results: list[dict], wall_s: float, rss: int | No
 
 def metric(text: str, name: str) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(rf'^{name}{{key="([^"]+)"}} (\S+)$', text, re.M)}
+
+
+def histogram_mean(text: str, name: str) -> float:
+    """The mean of a Prometheus histogram in seconds, from its _sum and _count lines."""
+    total, count = (float(re.search(rf"^{name}_{part} (\S+)$", text, re.M).group(1)) for part in ("sum", "count"))
+    return total / count
 
 
 def run(requests: int, litellm: Path | None) -> dict:
@@ -205,7 +214,9 @@ def run(requests: int, litellm: Path | None) -> dict:
                        f"http://127.0.0.1:{port}/health", {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         try:
             with PeakRSS(server.pid) as rss:
-                measured = asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", keys, "routoo", requests, free_key))
+                alone_metrics = []
+                measured = asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", keys, "routoo", requests, free_key,
+                                            lambda: alone_metrics.append(httpx.get(f"http://127.0.0.1:{port}/metrics").text)))
             time.sleep(1.0)  # abandoned streams settle as the server notices the closed sockets
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         finally:
@@ -218,6 +229,7 @@ def run(requests: int, litellm: Path | None) -> dict:
         report["routoo"].update(
             spent_usd_per_key=spent, overshoot_usd_per_key={k: max(spent[k] - total[k], 0.0) for k in spent},
             one_call_usd=one_call, leaked_holds_usd=sum(held.values()),
+            alone_routing_mean_ms=1000 * histogram_mean(alone_metrics[0], "routoo_routing_seconds"),
         )
         print("routoo", report["routoo"], flush=True)
 
@@ -262,6 +274,7 @@ def run_litellm(litellm: Path, base: str, folder: Path, requests: int) -> dict:
 def table(report: dict) -> str:
     rows = [("", "direct (fake upstream)", "routoo serve", "LiteLLM proxy")]
     get = lambda target, key, fmt: fmt.format(report[target][key]) if report[target].get(key) is not None else "n/a"  # noqa: E731
+    rows.append(("one request at a time: routing (mean, ms)", "", get("routoo", "alone_routing_mean_ms", "{:.0f}"), ""))
     for prefix, what in (("alone_", "one request at a time"), ("", f"{report['requests']:,} at once")):
         rows.append((f"{what}: latency p50 / p99 (ms)", *(f"{get(t, prefix + 'p50_ms', '{:.0f}')} / {get(t, prefix + 'p99_ms', '{:.0f}')}"
                                                          for t in ("direct", "routoo", "litellm"))))

@@ -136,7 +136,7 @@ class RayEngine:
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # decisions come out in the prompts' order
-        context.enable_progress_bars = False
+        context.enable_progress_bars = context.print_on_execution_start = False
         return ray
 
     def read(self, rows: Path | Iterable[dict[str, Any]], worker: type, *args: Any) -> RayBatches:

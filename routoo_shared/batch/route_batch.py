@@ -81,7 +81,10 @@ def write_decisions(batches, out: Path) -> dict[str, float]:
         for batch in batches:
             columns = [c for c in ("id", *DECISION_COLUMNS) if c in batch]
             for row in range(len(batch["model"])):
-                lines.write(json.dumps({c: _plain(batch[c][row]) for c in columns}) + "\n")
+                record = {c: _plain(batch[c][row]) for c in columns}
+                binding = record["binding_constraint"]
+                record["binding_constraint"] = binding if isinstance(binding, str) else None  # Ray writes NaN
+                lines.write(json.dumps(record) + "\n")
             count += len(batch["model"])
             spent += float(np.sum(batch["estimated_cost_usd"].astype(float)))
             quality += float(np.sum(batch["predicted_quality"].astype(float)))

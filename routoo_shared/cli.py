@@ -436,5 +436,49 @@ def build_pool(
         say(f"JSON: {json_out}")
 
 
+@app.command()
+@friendly
+def serve(
+    config: Annotated[Optional[Path], typer.Option(help="routoo.yaml: pool, presets, keys, limits")] = None,
+    pool: Annotated[Optional[str], typer.Option(help="'local': serve the two bundled local LLMs (no key, offline)")] = None,
+    host: Annotated[str, typer.Option(help="address to bind; another than loopback needs keys in the config")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the OpenAI API (POST /v1/chat/completions, GET /v1/models, /health, /metrics), routing every call."""
+    from routoo_shared.server.app import serve as run
+    from routoo_shared.server.config import ServerConfig
+
+    if config is None and pool is None:
+        raise ValueError("give --config routoo.yaml, or --pool local")
+    if pool not in (None, "local"):
+        raise ValueError(f"--pool takes 'local' (the bundled local LLMs), got {pool!r}; put other pools in --config")
+    loaded = ServerConfig.load(config) if config else ServerConfig()
+    run(loaded.model_copy(update={"pool": "local"}) if pool else loaded, host, port)
+
+
+keys_app = typer.Typer(help="API keys of 'routoo serve', kept in the config as SHA-256 digests", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+@friendly
+def keys_add(
+    name: Annotated[str, typer.Argument(help="the key's name (in metrics and records; letters, digits, _.-)")],
+    config: Annotated[Path, typer.Option(help="routoo.yaml to add the key to (created if missing)")] = Path("routoo.yaml"),
+    budget_usd: Annotated[Optional[float], typer.Option(help="USD this key may spend (none: no budget)")] = None,
+    renew: Annotated[Optional[str], typer.Option(help="'daily': a fresh budget every UTC day")] = None,
+    rpm: Annotated[Optional[int], typer.Option(help="requests per minute")] = None,
+    models: Annotated[Optional[str], typer.Option(help="comma-separated pool models the key may use (default: all)")] = None,
+    presets: Annotated[Optional[str], typer.Option(help="comma-separated model values such as routoo,routoo/cheap (default: all)")] = None,
+) -> None:
+    """Add an API key; its secret is printed once and stored nowhere."""
+    from routoo_shared.server.keys import add_key
+
+    secret = add_key(config, name, budget_usd=budget_usd, renew=renew, requests_per_minute=rpm,
+                     allowed_models=models.split(",") if models else None, allowed_presets=presets.split(",") if presets else None)
+    say(f"added key {name!r} to {config} (its SHA-256 only). The key, shown once:", err=True)
+    typer.echo(secret)
+
+
 if __name__ == "__main__":
     app()

@@ -17,12 +17,11 @@ process (``routoo_shared.batch.engines.LocalEngine``) or on Ray.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
 from routoo_shared.routing.budget import checked_usd
-from routoo_shared.routing.selector import InfeasibleRoutingError
+from routoo_shared.routing.selector import InfeasibleRoutingError, PlanTotals
 
 Shard = dict[str, np.ndarray]
 Passes = Callable[[Callable[[Shard], dict[str, np.ndarray]]], list[dict[str, np.ndarray]]]
@@ -30,20 +29,11 @@ GRID = 64  # multipliers (or ratio thresholds) tried per pass
 PASSES = 6  # grid refinements: the bracket shrinks ~GRID-fold each
 
 
-@dataclass(frozen=True)
-class ShardedPlan:
-    """What every shard needs to choose its rows' models (``choose``), and the plan's totals."""
+class ShardedPlan(PlanTotals):
+    """What every shard needs to choose its rows' models (``choose``), and the plan's totals; the
+    multiplier is ``price_of_dollar`` (quality given up per USD saved)."""
 
-    price_of_dollar: float  # mu: quality given up per USD saved
     upgrade_ratio: float  # rows whose best upgrade buys at least this quality per USD take it (inf: none)
-    spent: float
-    predicted_quality: float
-    lp_bound: float
-
-    @property
-    def gap_to_lp(self) -> float:
-        """Relative shortfall against the LP bound."""
-        return max(0.0, (self.lp_bound - self.predicted_quality) / max(self.lp_bound, 1e-12))
 
 
 def assign(shard: Shard, mu: np.ndarray) -> np.ndarray:

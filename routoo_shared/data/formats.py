@@ -52,6 +52,7 @@ class ModelResult(BaseModel):
     score: float = Field(ge=0, le=1, allow_inf_nan=False, description="answer quality in [0, 1]; 1 = correct")
     output_tokens: int | None = Field(default=None, ge=0)
     latency_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds to the full answer")
+    answer: str | None = Field(default=None, description="the model's extracted final answer (cascades compare them)")
 
     @property
     def correct(self) -> float:

@@ -16,7 +16,7 @@ import typer
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 
-DatasetOption = Annotated[str, typer.Option(help="bundled dataset used where no file is given: mmlu_pro or mmlu_routellm")]
+DatasetOption = Annotated[str, typer.Option(help="bundled dataset used where no file is given: mmlu_pro, mmlu_routellm, reasoning_mix, task_mix, routellm_gsm8k or arena_bench")]
 PoolOption = Annotated[Optional[str], typer.Option(help="comma-separated model names; 'open' = mmlu_pro's open-weight models")]
 ModelsOption = Annotated[Optional[Path], typer.Option(help="models.json: the pool's models and prices (required with your own data)")]
 RepresentationOption = Annotated[

@@ -22,6 +22,14 @@ ModelsOption = Annotated[Optional[Path], typer.Option(help="models.json: the poo
 RepresentationOption = Annotated[
     str, typer.Option(help="prompt representation: minilm (fast) or lm-reader (SmolLM2 hidden states, slower)")
 ]
+PredictorOption = Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: bundled mmlu_pro)")]
+TradeoffOption = Annotated[float, typer.Option(help="quality given up per unit of the priciest model's cost")]
+MaxCostOption = Annotated[Optional[float], typer.Option(help="USD ceiling per query")]
+MinQualityOption = Annotated[Optional[float], typer.Option(help="cheapest model predicted at least this good")]
+MaxLatencyOption = Annotated[Optional[float], typer.Option(help="seconds")]
+DenyOption = Annotated[Optional[str], typer.Option(help="comma-separated models to exclude")]
+EngineOption = Annotated[str, typer.Option(help="local (this process; needs no Ray) or ray (Ray Data actors; RAY_ADDRESS joins a cluster)")]
+WorkersOption = Annotated[int, typer.Option(help="--engine ray: worker actors, one CPU each (a local cluster gets one more CPU for reads)")]
 EXIT_BAD_INPUT = 2
 
 
@@ -49,6 +57,17 @@ def printable(text: str) -> str:
 def say(text: str = "", err: bool = False) -> None:
     """Echo ``text`` line by line with control characters escaped (names come from files)."""
     typer.echo("\n".join(printable(line) for line in text.split("\n")), err=err)
+
+
+def _settings(tradeoff: float, max_cost: Optional[float], min_quality: Optional[float], max_latency: Optional[float],
+              deny: Optional[str]):
+    """Routing constraints from the command line; bad values fail here, before the predictor loads."""
+    from routoo_shared.routing.selector import Constraints
+
+    return Constraints().merged(
+        quality_cost_tradeoff=tradeoff, max_cost_per_query=max_cost, min_quality=min_quality,
+        max_latency_s=max_latency, denied_models=deny.split(",") if deny else None,
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -200,23 +219,19 @@ def train(
 @friendly
 def route(
     prompt: Annotated[str, typer.Argument(help="the prompt to route")],
-    predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: bundled mmlu_pro)")] = None,
+    predictor: PredictorOption = None,
     pool: PoolOption = None,
-    tradeoff: Annotated[float, typer.Option(help="quality given up per unit of the priciest model's cost")] = 0.0,
-    max_cost: Annotated[Optional[float], typer.Option(help="USD ceiling per query")] = None,
-    min_quality: Annotated[Optional[float], typer.Option(help="cheapest model predicted at least this good")] = None,
-    max_latency: Annotated[Optional[float], typer.Option(help="seconds")] = None,
-    deny: Annotated[Optional[str], typer.Option(help="comma-separated models to exclude")] = None,
+    tradeoff: TradeoffOption = 0.0,
+    max_cost: MaxCostOption = None,
+    min_quality: MinQualityOption = None,
+    max_latency: MaxLatencyOption = None,
+    deny: DenyOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
     """Print the routing decision table for one prompt (or the decision as JSON)."""
     from routoo_shared.routing.router import Router
-    from routoo_shared.routing.selector import Constraints
 
-    settings = Constraints().merged(  # bad values fail here, before the predictor loads
-        quality_cost_tradeoff=tradeoff, max_cost_per_query=max_cost, min_quality=min_quality,
-        max_latency_s=max_latency, denied_models=deny.split(",") if deny else None,
-    )
+    settings = _settings(tradeoff, max_cost, min_quality, max_latency, deny)
     router = Router.from_directory(predictor, pool_names=pool)
     decision = router.route(prompt, **settings.model_dump(exclude_defaults=True))
     if json_out:
@@ -230,6 +245,32 @@ def route(
             f"{rank:4d} {candidate.model + flag:32s} {candidate.predicted_quality:10.3f} "
             f"{candidate.estimated_cost_usd * 1000:12.4f}  {candidate.excluded_by or ''}"
         )
+
+
+@app.command("route-batch")
+@friendly
+def route_batch(
+    prompts: Annotated[Path, typer.Argument(help="JSONL, one {\"prompt\": \"...\", \"id\": ...} a line (id optional)")],
+    out: Annotated[Path, typer.Option(help="JSONL of decisions, one a prompt, in the prompts' order")],
+    budget_usd: Annotated[Optional[float], typer.Option(help="total USD for the whole file, planned together: the decisions' estimated cost stays within it")] = None,
+    engine: EngineOption = "local",
+    workers: WorkersOption = 2,
+    predictor: PredictorOption = None,
+    pool: PoolOption = None,
+    tradeoff: TradeoffOption = 0.0,
+    max_cost: MaxCostOption = None,
+    min_quality: MinQualityOption = None,
+    max_latency: MaxLatencyOption = None,
+    deny: DenyOption = None,
+) -> None:
+    """Route every prompt of a file (streamed in batches), or plan them all under one budget."""
+    from routoo_shared.batch.engines import engine_named
+    from routoo_shared.batch.route_batch import route_batch as run
+
+    settings = _settings(tradeoff, max_cost, min_quality, max_latency, deny)
+    summary = run(prompts, out, engine_named(engine, workers), budget_usd, str(predictor) if predictor else None,
+                  pool, **settings.model_dump(exclude_defaults=True))
+    say(json.dumps(summary, indent=1))
 
 
 @app.command()
@@ -420,6 +461,50 @@ def build_pool(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(construction.model_dump_json(indent=1))
         say(f"JSON: {json_out}")
+
+
+@app.command()
+@friendly
+def serve(
+    config: Annotated[Optional[Path], typer.Option(help="routoo.yaml: pool, presets, keys, limits")] = None,
+    pool: Annotated[Optional[str], typer.Option(help="'local': serve the two bundled local LLMs (no key, offline)")] = None,
+    host: Annotated[str, typer.Option(help="address to bind; another than loopback needs keys in the config")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the OpenAI API (POST /v1/chat/completions, GET /v1/models, /health, /metrics), routing every call."""
+    from routoo_shared.server.app import serve as run
+    from routoo_shared.server.config import ServerConfig
+
+    if config is None and pool is None:
+        raise ValueError("give --config routoo.yaml, or --pool local")
+    if pool not in (None, "local"):
+        raise ValueError(f"--pool takes 'local' (the bundled local LLMs), got {pool!r}; put other pools in --config")
+    loaded = ServerConfig.load(config) if config else ServerConfig()
+    run(loaded.model_copy(update={"pool": "local"}) if pool else loaded, host, port)
+
+
+keys_app = typer.Typer(help="API keys of 'routoo serve', kept in the config as SHA-256 digests", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+@friendly
+def keys_add(
+    name: Annotated[str, typer.Argument(help="the key's name (in metrics and records; letters, digits, _.-)")],
+    config: Annotated[Path, typer.Option(help="routoo.yaml to add the key to (created if missing)")] = Path("routoo.yaml"),
+    budget_usd: Annotated[Optional[float], typer.Option(help="USD this key may spend (none: no budget)")] = None,
+    renew: Annotated[Optional[str], typer.Option(help="'daily': a fresh budget every UTC day")] = None,
+    rpm: Annotated[Optional[int], typer.Option(help="requests per minute")] = None,
+    models: Annotated[Optional[str], typer.Option(help="comma-separated pool models the key may use (default: all)")] = None,
+    presets: Annotated[Optional[str], typer.Option(help="comma-separated model values such as routoo,routoo/cheap (default: all)")] = None,
+) -> None:
+    """Add an API key; its secret is printed once and stored nowhere."""
+    from routoo_shared.server.keys import add_key
+
+    secret = add_key(config, name, budget_usd=budget_usd, renew=renew, requests_per_minute=rpm,
+                     allowed_models=models.split(",") if models else None, allowed_presets=presets.split(",") if presets else None)
+    say(f"added key {name!r} to {config} (its SHA-256 only). The key, shown once:", err=True)
+    typer.echo(secret)
 
 
 if __name__ == "__main__":

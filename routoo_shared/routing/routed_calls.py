@@ -312,6 +312,11 @@ class RoutedCalls(BaseModel):
     on_infeasible: Literal["raise", "relax"] = "raise"
     max_fallbacks: int = Field(default=2, ge=0, description="next-best models tried after the chosen one fails")
     budget: RoutooBudget | None = Field(default=None, description="spending shared with other chains or agents")
+    store: str | None = Field(
+        default=None, pattern=r"^(redis|rediss|unix)://",
+        description="redis://host:port/db: model cooldowns shared by every process and host naming it, so a "
+        "model resting in one worker rests in all (default: this object's own)",
+    )
     timeout_s: float | None = Field(
         default=None, gt=0, allow_inf_nan=False,
         description="seconds an attempt (or the wait for a stream's next chunk) may take before the next-best "
@@ -368,8 +373,12 @@ class RoutedCalls(BaseModel):
     @property
     def health(self) -> ModelHealth:
         """Failure counts and cooldowns of this object's models, shared by its copies' calls."""
-        if self._health is None:
+        if self._health is None and self.store is None:
             self._health = ModelHealth(self.allowed_fails, self.cooldown_s)
+        elif self._health is None:
+            from routoo_shared.stores.redis_store import RedisModelHealth
+
+            self._health = RedisModelHealth(self.store, self.allowed_fails, self.cooldown_s)
         return self._health
 
     def falls_back(self, error: BaseException) -> bool:

@@ -470,6 +470,8 @@ def serve(
     pool: Annotated[Optional[str], typer.Option(help="'local': serve the two bundled local LLMs (no key, offline)")] = None,
     host: Annotated[str, typer.Option(help="address to bind; another than loopback needs keys in the config")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (more than one needs --store)")] = 1,
+    store: Annotated[Optional[str], typer.Option(help="redis://host:port/db: keys' budgets and models' cooldowns shared by every worker and host")] = None,
 ) -> None:
     """Serve the OpenAI API (POST /v1/chat/completions, GET /v1/models, /health, /metrics), routing every call."""
     from routoo_shared.server.app import serve as run
@@ -480,7 +482,7 @@ def serve(
     if pool not in (None, "local"):
         raise ValueError(f"--pool takes 'local' (the bundled local LLMs), got {pool!r}; put other pools in --config")
     loaded = ServerConfig.load(config) if config else ServerConfig()
-    run(loaded.model_copy(update={"pool": "local"}) if pool else loaded, host, port)
+    run(loaded.model_copy(update={"pool": "local"}) if pool else loaded, host, port, workers, store)
 
 
 keys_app = typer.Typer(help="API keys of 'routoo serve', kept in the config as SHA-256 digests", no_args_is_help=True)

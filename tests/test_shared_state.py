@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pickle
+import time
+
+import openai
 import pytest
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
@@ -57,3 +61,45 @@ def test_a_model_rate_limited_in_one_worker_rests_in_the_others(redis_server):
 def test_a_store_is_named_by_a_redis_url():
     with pytest.raises(ValidationError, match="redis"):
         routoo(store="localhost:6379")
+
+
+def test_conversations_are_kept_in_redis_for_every_worker(redis_server):
+    from routoo_shared.stores.redis_store import RedisConversationStore
+
+    one = RedisConversationStore(redis_server.url, "chat")
+    other = pickle.loads(pickle.dumps(one))  # as another worker opens it
+    one.set("session:abc", TRIO[1], ttl_s=0.3)
+    assert other.get("session:abc") == TRIO[1] and other.get("session:unknown") is None
+    time.sleep(0.4)
+    assert other.get("session:abc") is None  # forgotten ttl_s after its last turn
+
+
+async def test_server_workers_on_one_store_share_each_keys_budget(redis_server):
+    from routoo_shared.server.app import create_app
+    from routoo_shared.server.config import ServerConfig
+    from tests.test_server import QUESTION, SECRET, capable_router, digest, sdk, upstreams
+
+    total = 2e-5
+    config = ServerConfig.from_data({"pool": "local", "keys": [{"name": "team", "sha256": digest(SECRET), "budget_usd": total}]})
+    workers = [create_app(config, chat_models=upstreams(), router=capable_router(), store=redis_server.url) for _ in range(2)]
+    answered = refused = 0
+    for turn in range(200):  # alternately on each worker, as a load balancer sends them, until refused
+        if refused:
+            break
+        try:
+            await sdk(workers[turn % 2]).chat.completions.create(model="routoo", messages=QUESTION)
+            answered += 1
+        except openai.RateLimitError:
+            refused += 1
+    shared = RoutooBudget(total_usd=total, store=redis_server.url, name="routoo-key:team:all")
+    assert answered and refused and shared.calls == answered and shared.reserved_usd == 0
+    assert shared.spent_usd <= total + max(spec.cost(20, spec.max_output_tokens) for spec in capable_router().pool.models)
+
+
+def test_serve_refuses_several_workers_without_a_shared_store():
+    from tests.test_server import cli
+
+    refused = cli("serve", "--pool", "local", "--workers", "4")
+    assert refused.returncode == 2 and "--workers 4 needs --store redis://" in refused.stderr
+    unreachable = cli("serve", "--pool", "local", "--workers", "2", "--store", "redis://127.0.0.1:1/0")
+    assert unreachable.returncode == 2 and "did not answer" in unreachable.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -27,7 +28,15 @@ from routoo_shared.routing.fallback import AllModelsFailedError
 from routoo_shared.routing.router import Router
 from routoo_shared.routing.selector import InfeasibleRoutingError
 from routoo_shared.server.config import RoutingSettings, ServerConfig
-from routoo_shared.server.keys import AuthenticationError, BudgetFactory, Keyring, KeyState, RateLimitedError, default_budget
+from routoo_shared.server.keys import (
+    AuthenticationError,
+    BudgetFactory,
+    Keyring,
+    KeyState,
+    RateLimitedError,
+    default_budget,
+    shared_budgets,
+)
 from routoo_shared.server.metrics import CONTENT_TYPE, ServerMetrics
 from routoo_shared.server.openai_format import (
     ChatCompletionRequest,
@@ -40,6 +49,7 @@ from routoo_shared.server.openai_format import (
 )
 
 DEFAULT_MODEL = "routoo"
+WORKER_CONFIG, WORKER_STORE = "ROUTOO_SERVE_CONFIG", "ROUTOO_SERVE_STORE"  # serve -> worker_app, in each worker
 CHAT_MODEL_FIELDS = ("max_fallbacks",)  # settings that are RoutooChatModel fields, not per-call keywords
 
 
@@ -92,13 +102,13 @@ class RoutingService:
     """The pool, the router, the keys and the metrics; ``complete`` serves one chat completion."""
 
     def __init__(self, config: ServerConfig, chat_models: dict[str, BaseChatModel] | None = None,
-                 router: Router | None = None, make_budget: BudgetFactory = default_budget):
+                 router: Router | None = None, make_budget: BudgetFactory = default_budget, store: str | None = None):
         self.config = config
         router = router or config.router()
         defaults = config.settings.model_dump(exclude_none=True)
         model_fields = {k: defaults.pop(k) for k in CHAT_MODEL_FIELDS if k in defaults}
         self.chat = RoutooChatModel(models=chat_models or config.chat_models(), router=router, sticky=config.sticky,
-                                    **model_fields)
+                                    store=store, **model_fields)
         self.defaults = defaults
         self.health = self.chat.health  # made now, so every per-request copy shares it
         self.keyring = Keyring(config.keys, make_budget)
@@ -306,10 +316,14 @@ async def read_body(request: Request, limit: int) -> Any:
 
 
 def create_app(config: ServerConfig, chat_models: dict[str, BaseChatModel] | None = None, router: Router | None = None,
-               make_budget: BudgetFactory = default_budget) -> FastAPI:
+               make_budget: BudgetFactory = default_budget, store: str | None = None) -> FastAPI:
     """The server for ``config``. ``chat_models`` and ``router`` replace the ones the config builds (tests,
-    or a worker that has them already); ``make_budget`` makes every key's budget (a shared store)."""
-    service = RoutingService(config, chat_models, router, make_budget)
+    or a worker that has them already); ``make_budget`` makes every key's budget. With ``store``
+    (``redis://host:port/db``) the keys' budgets and the models' cooldowns live in Redis, shared by
+    every worker and host serving the same config."""
+    if store is not None and make_budget is default_budget:
+        make_budget = shared_budgets(store)
+    service = RoutingService(config, chat_models, router, make_budget, store)
     app = FastAPI(title="Routoo", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
 
@@ -376,9 +390,33 @@ def check_bind(host: str, config: ServerConfig) -> None:
                          f"'routoo keys add NAME --budget-usd 50', or bind 127.0.0.1")
 
 
-def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the server with uvicorn until interrupted."""
+def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
+          store: str | None = None) -> None:
+    """Run the server with uvicorn until interrupted: ``workers`` processes, which need a shared ``store``
+    (``redis://host:port/db``) to serve as one; ``ValueError`` for several workers without one."""
     import uvicorn
 
     check_bind(host, config)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="info")
+    if workers > 1 and store is None:
+        raise ValueError(
+            f"--workers {workers} needs --store redis://host:port/db: with the in-process store every worker "
+            f"keeps its own budgets and cooldowns, so each key could spend its budget {workers} times over"
+        )
+    if store is not None:
+        from routoo_shared.stores.redis_store import connect
+
+        try:
+            connect(store).ping()
+        except Exception as error:  # any client error: the store is named, the server does not start
+            raise ValueError(f"--store {store} did not answer: {error}") from None
+    if workers == 1:
+        uvicorn.run(create_app(config, store=store), host=host, port=port, log_level="info")
+        return
+    os.environ[WORKER_CONFIG], os.environ[WORKER_STORE] = config.model_dump_json(), store
+    uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, host=host, port=port, log_level="info")
+
+
+def worker_app() -> FastAPI:
+    """One worker of ``routoo serve --workers N`` (uvicorn's app factory): the config and store ``serve``
+    left in the environment."""
+    return create_app(ServerConfig.model_validate_json(os.environ[WORKER_CONFIG]), store=os.environ[WORKER_STORE])

@@ -67,6 +67,16 @@ def default_budget(key: KeyEntry, period: str) -> RoutooBudget:
     return RoutooBudget(total_usd=key.budget_usd)
 
 
+def shared_budgets(store: str) -> BudgetFactory:
+    """Budgets in the Redis store at ``store`` (``redis://host:port/db``): one per key and period, named
+    ``routoo-key:<key>:<period>``, that every worker of ``routoo serve --workers N`` shares."""
+
+    def make(key: KeyEntry, period: str) -> RoutooBudget:
+        return RoutooBudget(total_usd=key.budget_usd, store=store, name=f"routoo-key:{key.name}:{period}")
+
+    return make
+
+
 class KeyState:
     """A key's budget for the current period and its request times over the last minute."""
 

@@ -350,3 +350,34 @@ class RedisModelHealth(ModelHealth):
             log.warning("health store %s unreachable; no cooldowns known: %s", self.url, store_error)
             left = [0] * len(models)
         return {model: int(ms) / 1000 for model, ms in zip(models, left)}
+
+
+class RedisConversationStore:
+    """Sticky routing's conversations in Redis (the ``ConversationStore`` of ``RoutedCalls.conversations``),
+    so every worker keeps a thread on one model. Each key expires ``ttl_s`` after its last turn. Redis
+    out of reach: a lookup finds nothing (the call is routed afresh) and a turn is not remembered, both
+    logged; no call fails for it."""
+
+    def __init__(self, url: str, name: str = "routoo"):
+        self.url, self.name = url, checked_name(name, "a conversation store's name")
+        self.client = connect(url)
+
+    def __reduce__(self):
+        return type(self), (self.url, self.name)
+
+    def _key(self, key: str) -> str:
+        return f"routoo:conversations:{self.name}:{key}"
+
+    def get(self, key: str) -> str | None:
+        try:
+            model = self.client.get(self._key(key))
+        except redis.RedisError as error:
+            log.warning("conversation store %s unreachable; routing afresh: %s", self.url, error)
+            return None
+        return None if model is None else model.decode()
+
+    def set(self, key: str, model: str, ttl_s: float) -> None:
+        try:
+            self.client.set(self._key(key), model, px=max(int(ttl_s * 1000), 1))
+        except redis.RedisError as error:
+            log.warning("conversation store %s unreachable; %s not kept: %s", self.url, key, error)

@@ -3,8 +3,9 @@
 One run, on loopback only: a fake OpenAI upstream (tests/fake_openai.py's answers, served by uvicorn
 in its own process) behind (a) nothing, (b) `routoo serve` with a two-model pool and 8 keys on small
 budgets, (c) LiteLLM's proxy (`litellm[proxy]` from its own venv, /work/venv-litellm) with the same two
-upstream models. Each gets the same load: REQUESTS requests sent at once (half streaming; a tenth of
-the streams abandoned after their first event), spread over the keys. Reported per target: latency
+upstream models. Each gets the same load: 100 requests one at a time (half streaming; the latency a
+server adds when it is idle), then REQUESTS requests sent at once (half streaming; a tenth of the
+streams abandoned after their first event), spread over the keys. Reported per target: latency
 p50/p99 (whole answer) and what it adds to the direct call's, requests/s, status codes, peak RSS of
 the server process; for Routoo also each key's spending against its budget (overshoot, which must be
 at most one call's cost) and the USD still held after the load (leaked holds, which must be 0).
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -38,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 KEYS = 8
 BUDGET_USD = 0.002  # per key: about 50 answers' worth, while 125 requests come per key
 WARM_UP = 8  # sequential requests before each load, on a key of their own
+SEQUENTIAL = 100  # then one at a time (half streaming), for the latency a server adds when it is not loaded
 MAX_TOKENS = 64  # what each request asks for, so the worst case held per call is small
 POOL = [  # names, prices (USD per 1M tokens) and the bundled models they are predicted like
     {"name": "strong", "price_in_per_mtok": 3.0, "price_out_per_mtok": 15.0, "prior_like": "Meta-Llama-3_1-70B-Instruct"},
@@ -142,30 +145,47 @@ async def one(client: httpx.AsyncClient, url: str, key: str, model: str, i: int)
     return {"status": status, "seconds": time.perf_counter() - started, "stream": stream, "abandoned": abandon}
 
 
-async def load(url: str, keys: list[str], model: str, requests: int, warm_key: str) -> tuple[list[dict], float]:
-    """``requests`` requests at once, after a few sequential ones on ``warm_key`` (first-call costs excluded)."""
+async def load(url: str, keys: list[str], model: str, requests: int, free_key: str,
+               between: Callable[[], None] = lambda: None) -> tuple[list[dict], list[dict], float]:
+    """(one-at-a-time results, at-once results, wall seconds of the latter): a few warm-up requests and
+    ``SEQUENTIAL`` one at a time on ``free_key`` (no budget), ``between()``, then ``requests`` at once over ``keys``."""
     limits = httpx.Limits(max_connections=requests, max_keepalive_connections=requests)
     async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(600.0)) as client:
         for i in range(WARM_UP):
-            await one(client, url, warm_key, model, i)
+            await one(client, url, free_key, model, i)
+        alone = [await one(client, url, free_key, model, 2 * i) for i in range(SEQUENTIAL // 2)]  # whole answers
+        alone += [await one(client, url, free_key, model, 2 * i + 3) for i in range(SEQUENTIAL // 2)]  # full streams
+        between()
         started = time.perf_counter()
         results = await asyncio.gather(*(one(client, url, keys[i % len(keys)], model, i) for i in range(requests)))
-        return list(results), time.perf_counter() - started
+        return alone, list(results), time.perf_counter() - started
 
 
-def summary(results: list[dict], wall_s: float, rss: int | None) -> dict:
+def percentiles(results: list[dict]) -> tuple[float | None, float | None]:
     done = [r["seconds"] for r in results if r["status"] == 200 and not r["abandoned"]]
+    if not done:
+        return None, None
+    return 1000 * float(np.percentile(done, 50)), 1000 * float(np.percentile(done, 99))
+
+
+def summary(alone: list[dict], results: list[dict], wall_s: float, rss: int | None) -> dict:
     statuses: dict[str, int] = {}
     for r in results:
         statuses[str(r["status"])] = statuses.get(str(r["status"]), 0) + 1
+    (p50, p99), (alone_p50, alone_p99) = percentiles(results), percentiles(alone)
     return {"requests": len(results), "statuses": statuses, "wall_s": wall_s, "requests_per_s": len(results) / wall_s,
-            "p50_ms": 1000 * float(np.percentile(done, 50)) if done else None,
-            "p99_ms": 1000 * float(np.percentile(done, 99)) if done else None,
+            "p50_ms": p50, "p99_ms": p99, "alone_p50_ms": alone_p50, "alone_p99_ms": alone_p99,
             "peak_rss_mb": rss / 2**20 if rss is not None else None}
 
 
 def metric(text: str, name: str) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in re.finditer(rf'^{name}{{key="([^"]+)"}} (\S+)$', text, re.M)}
+
+
+def histogram_mean(text: str, name: str) -> float:
+    """The mean of a Prometheus histogram in seconds, from its _sum and _count lines."""
+    total, count = (float(re.search(rf"^{name}_{part} (\S+)$", text, re.M).group(1)) for part in ("sum", "count"))
+    return total / count
 
 
 def run(requests: int, litellm: Path | None) -> dict:
@@ -180,8 +200,7 @@ def run(requests: int, litellm: Path | None) -> dict:
     base = f"http://127.0.0.1:{up_port}/v1"
     report: dict = {"requests": requests, "keys": KEYS, "budget_usd_per_key": BUDGET_USD, "max_tokens": MAX_TOKENS}
     try:
-        results, wall = asyncio.run(load(f"{base}/chat/completions", ["none"], "strong", requests, "none"))
-        report["direct"] = summary(results, wall, None)
+        report["direct"] = summary(*asyncio.run(load(f"{base}/chat/completions", ["none"], "strong", requests, "none")), None)
         print("direct", report["direct"], flush=True)
 
         config = folder / "routoo.yaml"
@@ -189,18 +208,20 @@ def run(requests: int, litellm: Path | None) -> dict:
         # attempts may take as long as LiteLLM's default allows: queueing in an overloaded server is not an upstream timeout
         config.write_text(yaml.safe_dump({"pool": pool, "settings": {"timeout_s": 600}}))
         keys = [add_key(config, f"key{i}", budget_usd=BUDGET_USD) for i in range(KEYS)]
-        warm_key = add_key(config, "warm-up")
+        free_key = add_key(config, "unbudgeted")
         port = free_port()
         server = start([sys.executable, "-m", "routoo_shared.cli", "serve", "--config", str(config), "--port", str(port)],
                        f"http://127.0.0.1:{port}/health", {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
         try:
             with PeakRSS(server.pid) as rss:
-                results, wall = asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", keys, "routoo", requests, warm_key))
+                alone_metrics = []
+                measured = asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", keys, "routoo", requests, free_key,
+                                            lambda: alone_metrics.append(httpx.get(f"http://127.0.0.1:{port}/metrics").text)))
             time.sleep(1.0)  # abandoned streams settle as the server notices the closed sockets
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         finally:
             stop(server)
-        report["routoo"] = summary(results, wall, rss.peak)
+        report["routoo"] = summary(*measured, rss.peak)
         spent, total = metric(metrics, "routoo_key_budget_spent_usd"), metric(metrics, "routoo_key_budget_total_usd")
         held = metric(metrics, "routoo_key_budget_reserved_usd")
         fake_usage = (11, 7)  # tests/fake_openai.py's usage on every answer
@@ -208,6 +229,7 @@ def run(requests: int, litellm: Path | None) -> dict:
         report["routoo"].update(
             spent_usd_per_key=spent, overshoot_usd_per_key={k: max(spent[k] - total[k], 0.0) for k in spent},
             one_call_usd=one_call, leaked_holds_usd=sum(held.values()),
+            alone_routing_mean_ms=1000 * histogram_mean(alone_metrics[0], "routoo_routing_seconds"),
         )
         print("routoo", report["routoo"], flush=True)
 
@@ -219,9 +241,9 @@ def run(requests: int, litellm: Path | None) -> dict:
     finally:
         stop(upstream)
     for target in ("routoo", "litellm"):
-        if report[target].get("p50_ms") is not None:
-            report[target]["added_p50_ms"] = report[target]["p50_ms"] - report["direct"]["p50_ms"]
-            report[target]["added_p99_ms"] = report[target]["p99_ms"] - report["direct"]["p99_ms"]
+        for key in ("p50_ms", "p99_ms", "alone_p50_ms", "alone_p99_ms"):
+            if report[target].get(key) is not None:
+                report[target][f"added_{key}"] = report[target][key] - report["direct"][key]
     return report
 
 
@@ -243,20 +265,22 @@ def run_litellm(litellm: Path, base: str, folder: Path, requests: int) -> dict:
                    f"http://127.0.0.1:{port}/health/liveliness", env)
     try:
         with PeakRSS(server.pid) as rss:
-            results, wall = asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", [master], "bench", requests, master))
+            measured = asyncio.run(load(f"http://127.0.0.1:{port}/v1/chat/completions", [master], "bench", requests, master))
     finally:
         stop(server)
-    return {**summary(results, wall, rss.peak), "keys": "master key only (virtual keys need PostgreSQL + Prisma)"}
+    return {**summary(*measured, rss.peak), "keys": "master key only (virtual keys need PostgreSQL + Prisma)"}
 
 
 def table(report: dict) -> str:
     rows = [("", "direct (fake upstream)", "routoo serve", "LiteLLM proxy")]
     get = lambda target, key, fmt: fmt.format(report[target][key]) if report[target].get(key) is not None else "n/a"  # noqa: E731
-    rows.append(("latency p50 / p99 (ms)", *(f"{get(t, 'p50_ms', '{:.0f}')} / {get(t, 'p99_ms', '{:.0f}')}"
-                                               for t in ("direct", "routoo", "litellm"))))
-    rows.append(("added p50 / p99 (ms)", "", *(f"{get(t, 'added_p50_ms', '{:.0f}')} / {get(t, 'added_p99_ms', '{:.0f}')}"
-                                                for t in ("routoo", "litellm"))))
-    rows.append(("requests/s", *(get(t, "requests_per_s", "{:.0f}") for t in ("direct", "routoo", "litellm"))))
+    rows.append(("one request at a time: routing (mean, ms)", "", get("routoo", "alone_routing_mean_ms", "{:.0f}"), ""))
+    for prefix, what in (("alone_", "one request at a time"), ("", f"{report['requests']:,} at once")):
+        rows.append((f"{what}: latency p50 / p99 (ms)", *(f"{get(t, prefix + 'p50_ms', '{:.0f}')} / {get(t, prefix + 'p99_ms', '{:.0f}')}"
+                                                         for t in ("direct", "routoo", "litellm"))))
+        rows.append((f"{what}: added p50 / p99 (ms)", "", *(
+            f"{get(t, 'added_' + prefix + 'p50_ms', '{:.0f}')} / {get(t, 'added_' + prefix + 'p99_ms', '{:.0f}')}" for t in ("routoo", "litellm"))))
+    rows.append((f"{report['requests']:,} at once: requests/s", *(get(t, "requests_per_s", "{:.0f}") for t in ("direct", "routoo", "litellm"))))
     rows.append(("statuses", *(", ".join(f"{k}: {v}" for k, v in sorted(report[t].get("statuses", {}).items()))
                                for t in ("direct", "routoo", "litellm"))))
     routoo = report["routoo"]

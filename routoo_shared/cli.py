@@ -122,14 +122,35 @@ def _questions(path: Optional[Path], dataset: str, split: str):
     return load_questions(path) if path else load_questions(bundled(dataset), split=split)
 
 
-def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exclude: frozenset[str] = frozenset()):
+def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str):
     """Training questions and dev questions; without --dev, dev is carved from --train by id."""
-    from routoo_shared.data.formats import carve_dev, load_questions
+    return _train_files(str(train) if train else None, dev, dataset, [], [])
 
-    if train and not dev:
-        return carve_dev([q for q in load_questions(train) if q.id not in exclude])
-    fit = [q for q in _questions(train, dataset, "train") if q.id not in exclude]
-    return fit, _questions(dev, dataset, "dev")
+
+def _train_files(train: Optional[str], dev: Optional[Path], dataset: str, test_questions: list, names: list[str]):
+    """``evaluate``'s training and dev questions from one file or several (comma-separated);
+    without --dev, dev is carved from them by id.
+
+    Questions that are test questions (same id or same prompt text) are left out. From several
+    files (a router trained on some datasets, tested on another), only the results of the pool
+    sheet's ``names`` are kept, and rows with none of them are dropped; an id in two files is an error.
+    """
+    from routoo_shared.data.formats import DatasetError, carve_dev, load_questions
+
+    files = [Path(part.strip()) for part in train.split(",") if part.strip()] if train else []
+    rows, seen = [], {}
+    for path in files:
+        for question in load_questions(path):
+            if question.id in seen:
+                raise DatasetError(f"question id {question.id!r} is in both {seen[question.id]} and {path}")
+            seen[question.id] = path
+            if len(files) > 1:
+                question = question.model_copy(update={"results": {m: r for m, r in question.results.items() if m in names}})
+            if question.results or len(files) == 1:
+                rows.append(question)
+    test_ids, test_prompts = {q.id for q in test_questions}, {q.prompt for q in test_questions}
+    rows = [q for q in (rows if files else _questions(None, dataset, "train")) if q.id not in test_ids and q.prompt not in test_prompts]
+    return carve_dev(rows) if files and dev is None else (rows, _questions(dev, dataset, "dev"))
 
 
 def _sheet(models: Optional[Path], dataset: str, questions: list, source: str = "the questions") -> Path:
@@ -274,7 +295,9 @@ def route_batch(
 @app.command()
 @friendly
 def evaluate(
-    train: Annotated[Optional[Path], typer.Option(help="training questions (default: bundled train split)")] = None,
+    train: Annotated[Optional[str], typer.Option(
+        help="training questions: a file, or several comma-separated (only the pool's results are read from them; "
+        "default: bundled train split)")] = None,
     test: Annotated[Optional[Path], typer.Option(help="test questions (default: bundled test split)")] = None,
     dev: Annotated[Optional[Path], typer.Option(help="dev questions (default: carved from --train by id)")] = None,
     models: ModelsOption = None,
@@ -295,9 +318,13 @@ def evaluate(
     """Train Routoo and the baselines, trace cost/accuracy curves on the test split, print the table."""
     from routoo_shared.data.formats import check_trainable
 
+    from routoo_shared.routing.models_file import read_models
+
     test_questions = _questions(test, dataset, "test")
-    fit, held = _train_and_dev(train, dev, dataset, exclude=frozenset(q.id for q in test_questions))
-    sheet = _sheet(models, dataset, fit + held + test_questions)
+    several = train is not None and "," in train
+    sheet = _sheet(models, dataset, test_questions) if several else None
+    fit, held = _train_files(train, dev, dataset, test_questions, read_models(sheet).names if sheet else [])
+    sheet = sheet or _sheet(models, dataset, fit + held + test_questions)
     model_pool = _pool(sheet, pool)
     if predictor is None:
         check_trainable(fit, held, model_pool)

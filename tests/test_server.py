@@ -30,6 +30,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_openai import ChatOpenAI
 from pydantic import BaseModel
 
+from langchain_routoo import RoutooChatModel
 from routoo_shared.server.app import create_app
 from routoo_shared.server.config import ServerConfig
 from routoo_shared.server.keys import add_key, digest
@@ -181,6 +182,18 @@ async def test_a_failing_model_falls_back_and_is_counted(app):
     assert response.parse().model != STRONG and response.headers["x-routoo-fallbacks"] == "1"
     metrics = (await raw(app).get("/metrics")).text
     assert f'routoo_fallbacks_total{{kind="provider",model="{STRONG}"}} 1.0' in metrics
+
+
+@pytest.mark.skipif("session_id" not in RoutooChatModel.model_fields, reason="the engine has no session_id setting yet")
+async def test_a_session_keeps_its_model_for_one_key_only():
+    app = make_app(keys=[{"name": "team", "sha256": digest(SECRET)}, {"name": "other", "sha256": digest(OTHER)}])
+    first = await sdk(app).chat.completions.create(model="routoo", messages=QUESTION, extra_headers={"x-session-id": "s1"})
+    kept = await sdk(app).chat.completions.create(model="routoo/cheap", messages=QUESTION, extra_headers={"x-session-id": "s1"})
+    by_user = await sdk(app).chat.completions.create(model="routoo", messages=QUESTION, user="alice")
+    by_user_cheap = await sdk(app).chat.completions.create(model="routoo/cheap", messages=QUESTION, user="alice")
+    elsewhere = await sdk(app, OTHER).chat.completions.create(model="routoo/cheap", messages=QUESTION, extra_headers={"x-session-id": "s1"})
+    assert first.model == kept.model == by_user.model == by_user_cheap.model == STRONG and kept.model_extra["routoo"]["sticky"]
+    assert elsewhere.model == CHEAP
 
 
 # ----- errors, OpenAI-shaped

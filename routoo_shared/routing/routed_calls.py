@@ -118,9 +118,9 @@ class RoutedCall:
         Each yielded model holds its worst-case cost; one the budget cannot hold is skipped.
         """
         order = [self.decision.model] + self.decision.fallbacks
-        if self.cascaded is not None:  # escalated: the target first, never the first model again
+        if self.cascaded is not None:  # escalated: the target first, never a first-stage model again
             plan = self.decision.cascade
-            order = [m for m in dict.fromkeys([plan.target] + order) if m != plan.first]
+            order = [m for m in dict.fromkeys([plan.target] + order) if m not in plan.asks]
         healthy, self.cooling = self.owner.health.order(order)
         tried = 0
         for name in healthy + self.cooling:
@@ -134,35 +134,51 @@ class RoutedCall:
             tried += 1
             yield name
 
-    def first_call(self, first: FirstAnswer | None) -> str | None:
-        """The cascade's first model when one is planned and can be held on the budget, else None."""
+    def first_stage(self, first: FirstAnswer | None) -> Iterator[str]:
+        """The cascade's first-stage models (``plan.asks``), each held on the budget before it is
+        yielded. Nothing when no cascade is planned, one of them is cooling down or the first cannot
+        be held (a plain call); no more once a later one cannot be held (the call escalates)."""
         plan = self.decision.cascade
-        if plan is None or first is None or self.owner.health.cooling_s(plan.first):
-            return None
-        try:
-            self._hold = self._reserve(plan.first)
-        except BudgetExhaustedError:
-            return None
-        return plan.first
+        if plan is None or first is None or any(self.owner.health.cooling_s(name) for name in plan.asks):
+            return
+        for name in plan.asks:
+            try:
+                self._hold = self._reserve(name)
+            except BudgetExhaustedError as error:
+                if name != plan.first:
+                    self.attempts.append(Attempt(model=name, error=str(error), kind="budget", exception=error))
+                    self._cascade_outcome(escalated=True)
+                return
+            yield name
 
-    def read_first(self, name: str, result: Any, usage: Usage | None, first: FirstAnswer) -> bool:
-        """Charge the cascade's first call and read its answer; True when it stands (no escalation)."""
-        plan = self.decision.cascade
+    def read_first(self, name: str, result: Any, usage: Usage | None, first: FirstAnswer) -> AnswerEvidence:
+        """Charge a first-stage call; what its answer shows (a blank answer shows no answer)."""
         self.ended(name, usage)
-        answered = first.has_content(result)
-        evidence = first.evidence_of(result) if answered else None
-        escalate = evidence is None or plan.should_escalate(evidence)
-        self.cascaded = {"first": name, "target": plan.target, "escalated": escalate,
-                         "posterior": plan.posterior(evidence) if evidence is not None else None}
+        return first.evidence_of(result) if first.has_content(result) else AnswerEvidence(output_tokens=0)
+
+    def first_stands(self, evidence: list[AnswerEvidence]) -> bool:
+        """Whether the first model's answer stands, from every first-stage answer's evidence; records the outcome."""
+        plan = self.decision.cascade
+        if self.cascaded is not None or len(evidence) < len(plan.asks):
+            return False  # a first-stage call could not be held: escalated already
+        escalate = plan.should_escalate(*evidence)
+        self._cascade_outcome(escalated=escalate, posterior=None if evidence[0].output_tokens == 0 else plan.posterior(*evidence),
+                              final_answers=[plan.final_answer(e) for e in evidence])
         if not escalate:
-            self.committed(name)
-            self.owner.health.succeeded(name)
+            self.committed(plan.first)
+            for name in plan.asks:
+                self.owner.health.succeeded(name)
         return not escalate
 
     def first_failed(self, name: str, error: BaseException) -> bool:
-        """The cascade's first call failed: True when the target should answer (see ``failed``)."""
-        self.cascaded = {"first": name, "target": self.decision.cascade.target, "escalated": True, "posterior": None}
+        """A first-stage call failed: True when the target should answer (see ``failed``)."""
+        self._cascade_outcome(escalated=True, failed=name)
         return self.failed(name, error)
+
+    def _cascade_outcome(self, escalated: bool, **details: Any) -> None:
+        plan = self.decision.cascade
+        self.cascaded = {"first": plan.first, "second": plan.second, "target": plan.target, "escalated": escalated,
+                         "posterior": None, **details}
 
     def give_up(self) -> Exception:
         """The error for a call no candidate answered: the budget's refusal when nothing could be
@@ -460,32 +476,33 @@ class RoutedCalls(BaseModel):
     # ----- a cascade's first answer, then the four drivers
     def _first_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
         """The cascade's first model's answer when it stands; None when there is no cascade or it escalates."""
-        name = call.first_call(first)
-        if name is None:
-            return None
-        try:
-            result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
-            usage = first.usage_of(result)
-        except BaseException as error:
-            if not call.first_failed(name, error):
-                raise
-            return None
-        return result if call.read_first(name, result, usage, first) else None
+        results, evidence = [], []
+        for name in call.first_stage(first):
+            try:
+                result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
+                usage = first.usage_of(result)
+            except BaseException as error:
+                if not call.first_failed(name, error):
+                    raise
+                return None
+            results.append(result)
+            evidence.append(call.read_first(name, result, usage, first))
+        return results[0] if results and call.first_stands(evidence) else None
 
     async def _afirst_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
         """The async form of ``_first_answer``."""
-        name = call.first_call(first)
-        if name is None:
-            return None
-        try:
-            result = await timeouts.acall(first.invoke(name), call.timeout(name), name)
-            usage = first.usage_of(result)
-        except BaseException as error:
-            if not call.first_failed(name, error):
-                raise
-            return None
-        return result if call.read_first(name, result, usage, first) else None
-
+        results, evidence = [], []
+        for name in call.first_stage(first):
+            try:
+                result = await timeouts.acall(first.invoke(name), call.timeout(name), name)
+                usage = first.usage_of(result)
+            except BaseException as error:
+                if not call.first_failed(name, error):
+                    raise
+                return None
+            results.append(result)
+            evidence.append(call.read_first(name, result, usage, first))
+        return results[0] if results and call.first_stands(evidence) else None
 
     def invoke_routed(
         self,

@@ -187,8 +187,8 @@ class RoutingService:
         copy = {k: settings.pop(k) for k in CHAT_MODEL_FIELDS if k in settings}
         chat = self.chat.model_copy(update={"budget": key.budget() if key is not None else None, **copy})
         options = {**settings, **request.call_options()}
-        if session is not None and "session_id" in RoutooChatModel.model_fields:
-            options["session_id"] = session
+        if session is not None and "session_id" in RoutooChatModel.model_fields:  # sticky per conversation
+            options["session_id"] = f"{key.name if key is not None else ''}:{session}"  # one key's ids never meet another's
         response_format = request.response_format
         if response_format is not None and response_format.type == "json_object":
             options.update(response_format={"type": "json_object"}, requires_structured_output=True)
@@ -221,7 +221,7 @@ class RoutingService:
         headers = self._headers(record, cost)
         body = completion(message, record["answered_by"], {**record, "cost_usd": cost}, structured)
         if request.stream:  # a structured answer arrives whole: one content chunk
-            writer = ChunkWriter(record["answered_by"], _include_usage(request))
+            writer = ChunkWriter(record["answered_by"], request.include_usage)
             events = [writer.whole(body["choices"][0]["message"]["content"]),
                       *writer.end("stop", body.get("usage"), body["routoo"]), "data: [DONE]\n\n"]
             return ClosingStreamingResponse(_events(events), media_type="text/event-stream", headers=headers)
@@ -231,17 +231,15 @@ class RoutingService:
         """An SSE stream; the first chunk is awaited here, so routing and budget errors are HTTP errors."""
         try:
             first = await anext(chunks)
-        except Exception as error:
+        except BaseException as error:
             with anyio.CancelScope(shield=True):
                 await chunks.aclose()
-            raise self._failed(error) from error
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await chunks.aclose()
+            if isinstance(error, Exception):
+                raise self._failed(error) from error
             raise
         record = first.response_metadata["routoo"]
         answered_by = record["answered_by"]
-        writer = ChunkWriter(answered_by, _include_usage(request))
+        writer = ChunkWriter(answered_by, request.include_usage)
 
         async def events() -> AsyncIterator[str]:
             total = first
@@ -288,10 +286,6 @@ class RoutingService:
         if cost is not None:
             headers["x-routoo-cost-usd"] = f"{cost:.10f}"
         return headers
-
-
-def _include_usage(request: ChatCompletionRequest) -> bool:
-    return bool(request.stream_options and request.stream_options.include_usage)
 
 
 async def _events(events: list[str]) -> AsyncIterator[str]:

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from routoo_shared.server.config import RoutingSettings
 
 UNION_MEMBER = re.compile(r"^(str|int|float|bool|dict|list|none)$|\[")  # pydantic's tags in an error's location
+FINISH_REASONS = {"max_tokens": "length", "MAX_TOKENS": "length", "end_turn": "stop", "stop_sequence": "stop",
+                  "STOP": "stop", "tool_use": "tool_calls"}
 # OpenAI request fields that are refused, with why (the README lists them too).
 UNSUPPORTED = {
     "n": "one answer per request: each choice could be routed to a different model",
@@ -147,6 +149,10 @@ class ChatCompletionRequest(Strict):
             raise ValueError("stream_options needs stream: true")
         return self
 
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.include_usage)
+
     def messages_for_langchain(self) -> list[BaseMessage]:
         """LangChain messages; ``RequestError`` for one LangChain cannot read."""
         dicts = [{"content": "", **m.model_dump(exclude_none=True)} for m in self.messages]
@@ -210,19 +216,19 @@ def usage_of(message: BaseMessage) -> dict[str, int] | None:
 
 
 def finish_reason(message: BaseMessage) -> str:
+    """OpenAI's finish reason for an answer, from the provider's own (Anthropic's, Gemini's names mapped)."""
     if getattr(message, "tool_calls", None) or getattr(message, "tool_call_chunks", None):
         return "tool_calls"
     reason = message.response_metadata.get("finish_reason") or message.response_metadata.get("stop_reason")
-    return {"max_tokens": "length", "end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls"}.get(reason, reason or "stop")
+    return FINISH_REASONS.get(reason, reason or "stop")
 
 
 def completion(message: AIMessage, answered_by: str, record: dict, structured: bool = False) -> dict[str, Any]:
     """A ``chat.completion`` body for a routed answer (``structured``: the parsed JSON as its content)."""
     openai_message = convert_to_openai_messages(message)
-    if structured:
+    if structured:  # the parsed value (the chosen model may have answered with a tool call), else its text
         parsed = message.additional_kwargs.get("parsed")
-        text = message.text if isinstance(message.content, (str, list)) else ""
-        openai_message = {"role": "assistant", "content": text if text.strip() else json.dumps(parsed)}
+        openai_message = {"role": "assistant", "content": message.text if parsed is None else json.dumps(parsed)}
     openai_message.setdefault("content", None)
     if openai_message.get("tool_calls") and not openai_message["content"]:
         openai_message["content"] = None

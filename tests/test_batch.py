@@ -116,7 +116,8 @@ def test_the_ray_engine_plans_as_the_local_one(ray_cluster, router, prompts, tmp
     local = route_batch(prompts, tmp_path / "local.jsonl", LocalEngine(), budget)
     on_ray = route_batch(prompts, tmp_path / "ray.jsonl", ray_cluster, budget)
     assert decisions(tmp_path / "ray.jsonl") == decisions(tmp_path / "local.jsonl")
-    assert on_ray["estimated_cost_usd"] == pytest.approx(local["estimated_cost_usd"]) <= budget
+    assert on_ray["estimated_cost_usd"] == pytest.approx(local["estimated_cost_usd"])
+    assert on_ray["estimated_cost_usd"] <= budget
 
 
 def test_encoder_actors_fill_the_embedding_cache(ray_cluster, tmp_path):
@@ -127,5 +128,5 @@ def test_encoder_actors_fill_the_embedding_cache(ray_cluster, tmp_path):
     fresh = [f"{prompt} (encoded on Ray)" for prompt in PROMPTS]
     assert encode_into_cache(encoder, fresh + fresh[:2], ray_cluster) == len(fresh)
     assert encode_into_cache(PromptEncoder(cache_dir=tmp_path), fresh, ray_cluster) == 0  # saved on disk
-    cached = encoder.encode(fresh)
-    np.testing.assert_allclose(cached, PromptEncoder(cache_dir=tmp_path / "other").encode(fresh), atol=1e-5)
+    cached = encoder.encode(fresh)  # from the cache, which stores float16
+    np.testing.assert_allclose(cached, PromptEncoder(cache_dir=tmp_path / "other").encode(fresh), atol=5e-4)

@@ -467,3 +467,15 @@ def test_serving_readme_examples_run_as_written(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_pool_model_that_cannot_be_built_is_named(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = ServerConfig.from_data({"pool": [{"name": "gpt-4o-mini", "provider": "openai", "prior_like": CHEAP}]})
+    with pytest.raises(ValueError, match="pool model 'gpt-4o-mini': cannot build its chat model"):
+        create_app(config)
+    unset = ServerConfig.from_data({"pool": [{"name": "mine", "price_in_per_mtok": 1, "price_out_per_mtok": 1, "context_window": 8192,
+                                              "prior_like": CHEAP, "openai_compatible": {"base_url": "http://127.0.0.1:9/v1",
+                                                                                         "api_key_env": "ROUTOO_TEST_UNSET"}}]})
+    with pytest.raises(ValueError, match="ROUTOO_TEST_UNSET is not set"):
+        create_app(unset)

@@ -52,6 +52,7 @@ class ModelResult(BaseModel):
     score: float = Field(ge=0, le=1, allow_inf_nan=False, description="answer quality in [0, 1]; 1 = correct")
     output_tokens: int | None = Field(default=None, ge=0)
     latency_s: float | None = Field(default=None, ge=0, allow_inf_nan=False, description="seconds to the full answer")
+    answer: str | None = Field(default=None, description="the model's extracted final answer (what was graded)")
 
     @property
     def correct(self) -> float:
@@ -219,7 +220,7 @@ def write_questions(questions: list[Question], path: str | Path) -> None:
 
 
 def bundled(dataset: str, name: str = "questions.jsonl.gz") -> Path:
-    """Path of a file of a bundled dataset (``mmlu_pro`` or ``mmlu_routellm``)."""
+    """Path of a file of a bundled dataset (one of ``BUNDLED_DATASETS``)."""
     path = BUNDLED_DIR / dataset / name
     if not path.exists():
         known = sorted(p.name for p in BUNDLED_DIR.iterdir() if (p / "models.json").exists())

@@ -39,6 +39,7 @@ from routoo_shared.routing.fallback import (
 from routoo_shared.routing.health import ModelHealth
 from routoo_shared.routing.router import Router, RoutingDecision
 from routoo_shared.routing.selector import Constraints
+from routoo_shared.routing.usage import Usage
 
 Result = TypeVar("Result")
 Chunk = TypeVar("Chunk")
@@ -59,23 +60,6 @@ FAILURE_WORDS = {
     "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
 }
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens a model reported for one call."""
-
-    input_tokens: int
-    output_tokens: int
-
-    @classmethod
-    def checked(cls, input_tokens: Any, output_tokens: Any, model: str) -> "Usage":
-        """``InvalidUsageError`` unless both counts are non-negative whole numbers."""
-        for what, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-            whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
-            if isinstance(value, bool) or not whole or value < 0:
-                raise InvalidUsageError(f"{model} reported {what}={value!r}; expected a non-negative whole number")
-        return cls(int(input_tokens), int(output_tokens))
 
 
 @dataclass(frozen=True)
@@ -104,12 +88,16 @@ class RoutedCall:
     decision: RoutingDecision
     max_tokens: int | None = None
     timeout_s: float | None = None
+    prompt: Any = None  # the messages as routed, measured per model for its hold (None: the decision's size)
+    tools: list[dict[str, Any]] | None = None  # the tool schemas sent with them (OpenAI style)
+    asked: Callable[[str], int | None] | None = None  # output tokens each model is really asked for
     conversation: Conversation | None = None  # a sticky call's conversation: its model is kept once committed
     attempts: list[Attempt] = field(default_factory=list)
     answered_by: str | None = None
     cooling: list[str] = field(default_factory=list)
     cascaded: dict[str, Any] | None = None  # the cascade's outcome, once its first model was called
     _hold: Reservation | None = None
+    _prompt_sizes: dict[str, int] = field(default_factory=dict)
 
     # ----- candidates
     def models(self) -> Iterator[str]:
@@ -118,9 +106,9 @@ class RoutedCall:
         Each yielded model holds its worst-case cost; one the budget cannot hold is skipped.
         """
         order = [self.decision.model] + self.decision.fallbacks
-        if self.cascaded is not None:  # escalated: the target first, never the first model again
+        if self.cascaded is not None:  # escalated: the target first, never a first-stage model again
             plan = self.decision.cascade
-            order = [m for m in dict.fromkeys([plan.target] + order) if m != plan.first]
+            order = [m for m in dict.fromkeys([plan.target] + order) if m not in plan.asks]
         healthy, self.cooling = self.owner.health.order(order)
         tried = 0
         for name in healthy + self.cooling:
@@ -134,35 +122,51 @@ class RoutedCall:
             tried += 1
             yield name
 
-    def first_call(self, first: FirstAnswer | None) -> str | None:
-        """The cascade's first model when one is planned and can be held on the budget, else None."""
+    def first_stage(self, first: FirstAnswer | None) -> Iterator[str]:
+        """The cascade's first-stage models (``plan.asks``), each held on the budget before it is
+        yielded. Nothing when no cascade is planned, one of them is cooling down or the first cannot
+        be held (a plain call); no more once a later one cannot be held (the call escalates)."""
         plan = self.decision.cascade
-        if plan is None or first is None or self.owner.health.cooling_s(plan.first):
-            return None
-        try:
-            self._hold = self._reserve(plan.first)
-        except BudgetExhaustedError:
-            return None
-        return plan.first
+        if plan is None or first is None or any(self.owner.health.cooling_s(name) for name in plan.asks):
+            return
+        for name in plan.asks:
+            try:
+                self._hold = self._reserve(name)
+            except BudgetExhaustedError as error:
+                if name != plan.first:
+                    self.attempts.append(Attempt(model=name, error=str(error), kind="budget", exception=error))
+                    self._cascade_outcome(escalated=True)
+                return
+            yield name
 
-    def read_first(self, name: str, result: Any, usage: Usage | None, first: FirstAnswer) -> bool:
-        """Charge the cascade's first call and read its answer; True when it stands (no escalation)."""
-        plan = self.decision.cascade
+    def read_first(self, name: str, result: Any, usage: Usage | None, first: FirstAnswer) -> AnswerEvidence:
+        """Charge a first-stage call; what its answer shows (a blank answer shows no answer)."""
         self.ended(name, usage)
-        answered = first.has_content(result)
-        evidence = first.evidence_of(result) if answered else None
-        escalate = evidence is None or plan.should_escalate(evidence)
-        self.cascaded = {"first": name, "target": plan.target, "escalated": escalate,
-                         "posterior": plan.posterior(evidence) if evidence is not None else None}
+        return first.evidence_of(result) if first.has_content(result) else AnswerEvidence(output_tokens=0)
+
+    def first_stands(self, evidence: list[AnswerEvidence]) -> bool:
+        """Whether the first model's answer stands, from every first-stage answer's evidence; records the outcome."""
+        plan = self.decision.cascade
+        if self.cascaded is not None or len(evidence) < len(plan.asks):
+            return False  # a first-stage call could not be held: escalated already
+        escalate = plan.should_escalate(*evidence)
+        self._cascade_outcome(escalated=escalate, posterior=None if evidence[0].output_tokens == 0 else plan.posterior(*evidence),
+                              final_answers=[plan.final_answer(e) for e in evidence])
         if not escalate:
-            self.committed(name)
-            self.owner.health.succeeded(name)
+            self.committed(plan.first)
+            for name in plan.asks:
+                self.owner.health.succeeded(name)
         return not escalate
 
     def first_failed(self, name: str, error: BaseException) -> bool:
-        """The cascade's first call failed: True when the target should answer (see ``failed``)."""
-        self.cascaded = {"first": name, "target": self.decision.cascade.target, "escalated": True, "posterior": None}
+        """A first-stage call failed: True when the target should answer (see ``failed``)."""
+        self._cascade_outcome(escalated=True, failed=name)
         return self.failed(name, error)
+
+    def _cascade_outcome(self, escalated: bool, **details: Any) -> None:
+        plan = self.decision.cascade
+        self.cascaded = {"first": plan.first, "second": plan.second, "target": plan.target, "escalated": escalated,
+                         "posterior": None, **details}
 
     def give_up(self) -> Exception:
         """The error for a call no candidate answered: the budget's refusal when nothing could be
@@ -181,17 +185,32 @@ class RoutedCall:
         for seconds in (self.timeout_s, spec.timeout_s, self.owner.timeout_s):
             if seconds is not None:
                 return seconds
-        return spec.attempt_timeout(self.decision.input_tokens, self.max_tokens)
+        return spec.attempt_timeout(self.input_tokens(name), self.output_bound(name))
+
+    # ----- what a model is asked for
+    def input_tokens(self, name: str) -> int:
+        """Prompt tokens ``name`` bills for this call: the prompt and tools measured with its tokenizer
+        (``ModelSpec.prompt_tokens``), else the routed size."""
+        if self.prompt is None:
+            return self.decision.input_tokens
+        if name not in self._prompt_sizes:
+            self._prompt_sizes[name] = self.owner.router.pool[name].prompt_tokens(self.prompt, self.tools)
+        return self._prompt_sizes[name]
+
+    def output_bound(self, name: str) -> int:
+        """Output tokens ``name`` may write: what its provider class really asks for (``asked``, given by
+        the integration), else the call's ``max_tokens``, capped by the spec's ``max_output_tokens``."""
+        asked = self.asked(name) if self.asked is not None else self.max_tokens
+        return self.owner.router.pool[name].output_bound(asked)
 
     # ----- budget
     def _reserve(self, name: str) -> Reservation | None:
         budget = self.owner.budget
         if budget is None:
             return None
-        spec = self.owner.router.pool[name]
-        expected = spec.cost(self.decision.input_tokens, min(spec.expected_output_tokens, spec.output_bound(self.max_tokens)))
-        worst = spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens))
-        return budget.reserve(name, expected, worst)
+        spec, prompt, bound = self.owner.router.pool[name], self.input_tokens(name), self.output_bound(name)
+        expected = spec.cost(prompt, min(spec.expected_output_tokens, bound))
+        return budget.reserve(name, expected, spec.worst_cost(prompt, bound))
 
     def _charge(self, usd: float | None) -> None:
         """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
@@ -204,11 +223,34 @@ class RoutedCall:
             self.owner.budget.settle(hold, usd)
 
     def _prompt_cost(self, name: str) -> float:
-        return self.owner.router.pool[name].cost(self.decision.input_tokens, 0)
+        return self.owner.router.pool[name].cost(self.input_tokens(name), 0)
+
+    def abandon(self, name: str, usage_of: Callable[[Any], Usage | None]) -> Callable[[bool, Any], None]:
+        """The attempt on ``name`` timed out, but its request runs on (a sync call's thread): its hold
+        stays until the request ends, then ``finish(ok, value)`` settles it to the usage its result
+        reports (the hold itself when it reports none), or as ``failed`` would for an error."""
+        hold, self._hold = self._hold, None
+        budget = self.owner.budget
+
+        def finish(ok: bool, value: Any) -> None:
+            if hold is None:
+                return
+            try:
+                usage = usage_of(value) if ok else None
+            except InvalidUsageError:
+                usage = None
+            if usage is not None:
+                budget.settle(hold, self._cost(name, usage))
+            elif ok or _billed(value):
+                budget.settle(hold, hold.held if ok else self._prompt_cost(name))
+            else:
+                budget.release(hold)
+
+        return finish
 
     # ----- outcomes
     def succeeded(self, name: str, usage: Usage | None) -> None:
-        """The model answered: charge its reported usage (else the routing estimate)."""
+        """The model answered: charge its reported usage (else its hold: the worst case)."""
         self.committed(name)
         self.owner.health.succeeded(name)
         self.ended(name, usage)
@@ -228,10 +270,13 @@ class RoutedCall:
             self.owner.conversations.set(REPLY + reply, self.answered_by, self.owner.conversation_ttl_s)
 
     def ended(self, name: str, usage: Usage | None) -> None:
-        """A committed stream ended, broke off or was abandoned: charge its reported usage (else the
-        routing estimate: many providers report no usage on streams unless asked)."""
-        estimate = self.decision.candidate(name).estimated_cost_usd
-        self._charge(estimate if usage is None else self._cost(name, usage))
+        """A committed answer or stream ended, broke off or was abandoned: charge its reported usage, else
+        keep its hold (the worst case; never a guess from the visible text)."""
+        if usage is None:
+            hold = self._hold
+            self._charge(hold.held if hold is not None else None)
+        else:
+            self._charge(self._cost(name, usage))
 
     def broke(self, name: str, error: BaseException) -> None:
         """A committed stream failed midway: too late to fall back, but the model's health counts it."""
@@ -239,7 +284,7 @@ class RoutedCall:
             self.owner.health.failed(name, error)
 
     def _cost(self, name: str, usage: Usage) -> float:
-        return self.owner.router.pool[name].cost(usage.input_tokens, usage.output_tokens)
+        return self.owner.router.pool[name].price(usage)
 
     def failed(self, name: str, error: BaseException, usage: Usage | None = None) -> bool:
         """Settle the attempt's hold for ``error``; True when the next model should take over.
@@ -248,9 +293,9 @@ class RoutedCall:
         cancellation or an interrupt (the provider had the request); other errors release the hold.
         """
         error = malformed_answer(error, type(self.owner.pool_model(name))) or error
-        if usage is None and isinstance(error, EmptyResponseError) and error.output_tokens is not None:
-            usage = Usage.checked(error.input_tokens or 0, error.output_tokens, name)
-        billed = isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
+        if usage is None and isinstance(error, EmptyResponseError):
+            usage = error.usage
+        billed = _billed(error)
         if usage is not None:
             self._charge(self._cost(name, usage))
         elif isinstance(error, InvalidUsageError):
@@ -305,6 +350,11 @@ class RoutedCalls(BaseModel):
     on_infeasible: Literal["raise", "relax"] = "raise"
     max_fallbacks: int = Field(default=2, ge=0, description="next-best models tried after the chosen one fails")
     budget: RoutooBudget | None = Field(default=None, description="spending shared with other chains or agents")
+    store: str | None = Field(
+        default=None, pattern=r"^(redis|rediss|unix)://",
+        description="redis://host:port/db: model cooldowns shared by every process and host naming it, so a "
+        "model resting in one worker rests in all (default: this object's own)",
+    )
     timeout_s: float | None = Field(
         default=None, gt=0, allow_inf_nan=False,
         description="seconds an attempt (or the wait for a stream's next chunk) may take before the next-best "
@@ -375,8 +425,12 @@ class RoutedCalls(BaseModel):
     @property
     def health(self) -> ModelHealth:
         """Failure counts and cooldowns of this object's models, shared by its copies' calls."""
-        if self._health is None:
+        if self._health is None and self.store is None:
             self._health = ModelHealth(self.allowed_fails, self.cooldown_s)
+        elif self._health is None:
+            from routoo_shared.stores.redis_store import RedisModelHealth
+
+            self._health = RedisModelHealth(self.store, self.allowed_fails, self.cooldown_s)
         return self._health
 
     def falls_back(self, error: BaseException) -> bool:
@@ -416,6 +470,8 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        asked: Callable[[str], int | None] | None = None,
         conversation: Conversation | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
@@ -424,10 +480,13 @@ class RoutedCalls(BaseModel):
         Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``,
         ``session_id=...``); ``model="name"`` forces one pool model; ``requirements`` are capability flags
         the call needs (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable
-        models when any is eligible. ``max_tokens`` bounds the output the budget holds. ``conversation``
-        is what the integration knows of the call's conversation (thread id, last assistant turn): a
-        sticky call keeps its model first (``RoutingDecision.kept``). Raises ``KeyError`` for an unknown
-        forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
+        models when any is eligible. ``tools`` (OpenAI-style schemas the call sends) count in the prompt's
+        size, as providers bill them. The budget holds, for each model, the output ``asked(name)`` says its
+        provider class will really ask for (None: unknown), else ``max_tokens``, else the spec's
+        ``max_output_tokens``. ``conversation`` is what the integration knows of the call's conversation
+        (thread id, last assistant turn): a sticky call keeps its model first (``RoutingDecision.kept``).
+        Raises ``KeyError`` for an unknown forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError``
+        when nothing can take it.
         """
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
@@ -450,10 +509,13 @@ class RoutedCalls(BaseModel):
         else:
             conversation = None
         kept = self._kept_model(conversation) if conversation is not None else None
-        decision = self.router.route(messages, budget=self.budget, cascade=None if kept else self.cascade, **constraints)
+        decision = self.router.route(messages, budget=self.budget, cascade=None if kept else self.cascade, tools=tools,
+                                     **constraints)
         if kept is not None:
             decision = decision.kept(kept, conversation.named_by)
-        return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, conversation=conversation), call
+        routed = RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, prompt=messages, tools=tools,
+                            asked=asked, conversation=conversation)
+        return routed, call
 
     async def aroute_call(
         self,
@@ -461,12 +523,15 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        asked: Callable[[str], int | None] | None = None,
         conversation: Conversation | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
         concurrent calls share predictor passes (``routoo_shared.routing.batching``)."""
-        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, conversation, **requirements)
+        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, tools=tools, asked=asked,
+                        conversation=conversation, **requirements)
         return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 
     def _kept_model(self, conversation: Conversation) -> str | None:
@@ -482,32 +547,34 @@ class RoutedCalls(BaseModel):
     # ----- a cascade's first answer, then the four drivers
     def _first_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
         """The cascade's first model's answer when it stands; None when there is no cascade or it escalates."""
-        name = call.first_call(first)
-        if name is None:
-            return None
-        try:
-            result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
-            usage = first.usage_of(result)
-        except BaseException as error:
-            if not call.first_failed(name, error):
-                raise
-            return None
-        return result if call.read_first(name, result, usage, first) else None
+        results, evidence = [], []
+        for name in call.first_stage(first):
+            try:
+                result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name,
+                                       partial(call.abandon, name, first.usage_of))
+                usage = first.usage_of(result)
+            except BaseException as error:
+                if not call.first_failed(name, error):
+                    raise
+                return None
+            results.append(result)
+            evidence.append(call.read_first(name, result, usage, first))
+        return results[0] if results and call.first_stands(evidence) else None
 
     async def _afirst_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
         """The async form of ``_first_answer``."""
-        name = call.first_call(first)
-        if name is None:
-            return None
-        try:
-            result = await timeouts.acall(first.invoke(name), call.timeout(name), name)
-            usage = first.usage_of(result)
-        except BaseException as error:
-            if not call.first_failed(name, error):
-                raise
-            return None
-        return result if call.read_first(name, result, usage, first) else None
-
+        results, evidence = [], []
+        for name in call.first_stage(first):
+            try:
+                result = await timeouts.acall(first.invoke(name), call.timeout(name), name)
+                usage = first.usage_of(result)
+            except BaseException as error:
+                if not call.first_failed(name, error):
+                    raise
+                return None
+            results.append(result)
+            evidence.append(call.read_first(name, result, usage, first))
+        return results[0] if results and call.first_stands(evidence) else None
 
     def invoke_routed(
         self,
@@ -526,7 +593,7 @@ class RoutedCalls(BaseModel):
             return answer
         for name in call.models():
             try:
-                result = timeouts.call(lambda: invoke(name), call.timeout(name), name)
+                result = timeouts.call(lambda: invoke(name), call.timeout(name), name, partial(call.abandon, name, usage_of))
                 usage = usage_of(result)
                 if not has_content(result):
                     raise _empty(usage)
@@ -679,9 +746,13 @@ _ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-
 
 
 def _empty(usage: Usage | None, message: str = "the model returned an empty answer") -> EmptyResponseError:
-    if usage is None:
-        return EmptyResponseError(message)
-    return EmptyResponseError(message, usage.input_tokens, usage.output_tokens)
+    return EmptyResponseError(message, usage)
+
+
+def _billed(error: BaseException) -> bool:
+    """Whether the provider bills an attempt that ended in ``error``: an empty answer, a timeout, an
+    unreadable usage report, a cancellation or an interrupt (it had the request); not other errors."""
+    return isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
 
 
 def _safe_usage(usage_of: Callable[[Sequence[Chunk]], Usage | None], seen: Sequence[Chunk]) -> Usage | None:

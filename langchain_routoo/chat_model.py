@@ -38,13 +38,14 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import BaseModel, Field, model_validator
 
 from routoo_shared.routing.messages import has_image
-from routoo_shared.routing.pool import ModelPool, fields_from_profile
+from routoo_shared.routing.pool import ModelPool, ModelSpec, fields_from_profile
 from routoo_shared.routing.cascade import AnswerEvidence
-from routoo_shared.routing.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls, Usage
+from routoo_shared.routing.routed_calls import CALL_SETTINGS, SETTINGS, FirstAnswer, RoutedCall, RoutedCalls, Usage
 from routoo_shared.routing.tokens import token_ids
 
 TAG_NOSTREAM = "nostream"  # langgraph.constants.TAG_NOSTREAM: LangGraph's message stream skips these runs
 TOOL_OPTIONS = "tool_options"  # bind_tools' options, replayed on the chosen model's own bind_tools
+TOOL_OBJECTS = "tool_objects"  # the tools as given to bind_tools, for the chosen model's own
 STRUCTURED = "structured_output"  # a StructuredOutput request, answered by the chosen model's own method
 NOT_IDENTITY = {"callbacks", "callback_manager", "cache", "rate_limiter", "verbose", "tags", "metadata",
                 "custom_get_token_ids", "profile"}
@@ -62,6 +63,18 @@ class StructuredOutput:
 
     def __repr__(self) -> str:
         return f"StructuredOutput({json.dumps(convert_to_openai_tool(self.schema), sort_keys=True)}, {self.options!r})"
+
+
+class BoundTools:
+    """The tools as the caller gave them to ``bind_tools``, for the chosen model's own ``bind_tools``
+    (which converts them its own way: ChatOpenAI makes them strict beside a ``response_format``). Its
+    repr only counts them: the converted schemas bound beside it key the LLM cache."""
+
+    def __init__(self, tools: Sequence[Any]):
+        self.tools = list(tools)
+
+    def __repr__(self) -> str:
+        return f"BoundTools({len(self.tools)})"
 
 
 class RoutooChatModel(BaseChatModel, RoutedCalls):
@@ -85,7 +98,13 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         pool = profiled_pool(self.router.pool, self.models)
         if pool != self.router.pool:
             self.router = self.router.with_pool(pool)
+        if self.profile is None:  # read by v1 middleware (summarization triggers, structured-output strategies)
+            names = self.eligible_models()
+            self.profile = pool_profile([pool[n] for n in names], [self.models[n] for n in names])
         return self
+
+    def pool_model(self, name: str) -> BaseChatModel:
+        return self.models[name]
 
     # ----- LangChain identity
     @property
@@ -184,7 +203,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         return {
             "max_tokens": kwargs.get("max_tokens", self.max_tokens),
             "requires_tools": bool(kwargs.get("tools")),
-            "requires_structured_output": STRUCTURED in kwargs,
+            "requires_structured_output": STRUCTURED in kwargs or "response_format" in kwargs.get(TOOL_OPTIONS, {}),
             "requires_vision": has_image(messages),
             "prefer_streaming": streaming,
         }
@@ -196,10 +215,12 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         return request
 
     def _runnable(self, name: str, request: dict[str, Any]) -> Runnable:
-        """The chosen model with the caller's tools bound by its own bind_tools, after routing."""
+        """The chosen model with the caller's tools and their options (``tool_choice``, ``strict``,
+        ``response_format``, ...) bound by its own bind_tools, after routing; options alone are bound
+        too (``create_agent``'s ProviderStrategy binds a ``response_format`` with no tools)."""
         model, request = self._model(name), dict(request)
-        tools, options = request.pop("tools", None), request.pop(TOOL_OPTIONS, {})
-        runnable = model.bind_tools(tools, **options) if tools else model
+        tools, given, options = request.pop("tools", None), request.pop(TOOL_OBJECTS, None), request.pop(TOOL_OPTIONS, {})
+        runnable = model.bind_tools(given.tools if given is not None else tools, **options) if tools or options else model
         return runnable.bind(**request) if request else runnable
 
     def _model(self, name: str) -> BaseChatModel:
@@ -312,11 +333,17 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         return self.structured(self, schema, include_raw, kwargs)
 
     def tool_kwargs(self, tools: Sequence[Any], tool_choice: Any = None, **options: Any) -> dict[str, Any]:
-        if not any(spec.supports_tools for spec in self.router.pool.models):
+        """``bind_tools``' arguments as call kwargs: the tools' OpenAI-style schemas (the cache key and
+        the prompt's size), the tools as given, and the options for the chosen model's own bind_tools.
+        Routing settings and ``max_tokens`` among the options (``create_agent`` passes its middleware's
+        ``model_settings`` here) are taken out and routed as ``.bind(...)`` would: never sent to a provider."""
+        if tools and not any(spec.supports_tools for spec in self.router.pool.models):
             raise ValueError("no model in the pool supports tools (ModelSpec.supports_tools)")
+        routed = {key: options.pop(key) for key in (*CALL_SETTINGS, "max_tokens") if key in options}
         converted = [convert_to_openai_tool(tool, strict=options.get("strict")) for tool in tools]
         options = {k: v for k, v in {"tool_choice": tool_choice, **options}.items() if v is not None}
-        return {"tools": converted, TOOL_OPTIONS: options} if options else {"tools": converted}
+        bound = {"tools": converted, TOOL_OBJECTS: BoundTools(tools), **routed}
+        return {**bound, TOOL_OPTIONS: options} if options else bound
 
     def structured(self, runnable: Runnable, schema: dict | type, include_raw: bool, options: dict[str, Any]) -> Runnable:
         """``runnable`` (this model, bound or configurable) asked for ``schema``, then parsed."""
@@ -358,6 +385,26 @@ def profiled_pool(pool: ModelPool, models: dict[str, BaseChatModel]) -> ModelPoo
         update = {k: v for k, v in known.items() if k not in spec.model_fields_set}
         specs.append(spec.model_copy(update=update) if update else spec)
     return pool if all(a is b for a, b in zip(specs, pool.models)) else ModelPool(models=specs)
+
+
+def pool_profile(specs: Sequence[ModelSpec], models: Sequence[BaseChatModel]) -> dict[str, Any]:
+    """What every one of these pool models can take, as a LangChain model profile: the smallest context
+    window and output limit and the capabilities all specs declare (images only when every spec says),
+    and each other yes/no entry of the models' own profiles when every one of them states it."""
+    profile: dict[str, Any] = {
+        "max_input_tokens": min(spec.context_window for spec in specs),
+        "max_output_tokens": min(spec.max_output_tokens for spec in specs),
+        "tool_calling": all(spec.supports_tools for spec in specs),
+        "structured_output": all(spec.supports_structured_output for spec in specs),
+    }
+    if all(spec.supports_vision is not None for spec in specs):
+        profile["image_inputs"] = all(spec.supports_vision for spec in specs)
+    own = [getattr(model, "profile", None) or {} for model in models]
+    for key in sorted(set().union(*own) - set(profile)):
+        values = [entries.get(key) for entries in own]
+        if all(isinstance(value, bool) for value in values):
+            profile[key] = all(values)
+    return profile
 
 
 def _identity(model: BaseChatModel) -> str:
@@ -419,7 +466,7 @@ def _chunks_usage(chunks: Sequence[BaseMessage]) -> Usage | None:
 
 def _plain(request: dict[str, Any]) -> bool:
     """A text answer (no tools, no structured output): what a cascade's first model may give."""
-    return not request.get("tools") and STRUCTURED not in request
+    return not request.get("tools") and STRUCTURED not in request and TOOL_OPTIONS not in request
 
 
 def _evidence(message: BaseMessage) -> AnswerEvidence:

@@ -22,6 +22,14 @@ ModelsOption = Annotated[Optional[Path], typer.Option(help="models.json: the poo
 RepresentationOption = Annotated[
     str, typer.Option(help="prompt representation: static (MiniLM distilled, fastest), minilm or lm-reader (SmolLM2 hidden states, slowest)")
 ]
+PredictorOption = Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: the bundled general predictor)")]
+TradeoffOption = Annotated[float, typer.Option(help="quality given up per unit of the priciest model's cost")]
+MaxCostOption = Annotated[Optional[float], typer.Option(help="USD ceiling per query")]
+MinQualityOption = Annotated[Optional[float], typer.Option(help="cheapest model predicted at least this good")]
+MaxLatencyOption = Annotated[Optional[float], typer.Option(help="seconds")]
+DenyOption = Annotated[Optional[str], typer.Option(help="comma-separated models to exclude")]
+EngineOption = Annotated[str, typer.Option(help="local (this process; needs no Ray) or ray (Ray Data actors; RAY_ADDRESS joins a cluster)")]
+WorkersOption = Annotated[int, typer.Option(help="--engine ray: worker actors, one CPU each (a local cluster gets one more CPU for reads)")]
 EXIT_BAD_INPUT = 2
 
 
@@ -49,6 +57,17 @@ def printable(text: str) -> str:
 def say(text: str = "", err: bool = False) -> None:
     """Echo ``text`` line by line with control characters escaped (names come from files)."""
     typer.echo("\n".join(printable(line) for line in text.split("\n")), err=err)
+
+
+def _settings(tradeoff: float, max_cost: Optional[float], min_quality: Optional[float], max_latency: Optional[float],
+              deny: Optional[str]):
+    """Routing constraints from the command line; bad values fail here, before the predictor loads."""
+    from routoo_shared.routing.selector import Constraints
+
+    return Constraints().merged(
+        quality_cost_tradeoff=tradeoff, max_cost_per_query=max_cost, min_quality=min_quality,
+        max_latency_s=max_latency, denied_models=deny.split(",") if deny else None,
+    )
 
 
 def _one_line(error: BaseException) -> str:
@@ -88,14 +107,35 @@ def _questions(path: Optional[Path], dataset: str, split: str):
     return load_questions(path) if path else load_questions(bundled(dataset), split=split)
 
 
-def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str, exclude: frozenset[str] = frozenset()):
+def _train_and_dev(train: Optional[Path], dev: Optional[Path], dataset: str):
     """Training questions and dev questions; without --dev, dev is carved from --train by id."""
-    from routoo_shared.data.formats import carve_dev, load_questions
+    return _train_files(str(train) if train else None, dev, dataset, [], [])
 
-    if train and not dev:
-        return carve_dev([q for q in load_questions(train) if q.id not in exclude])
-    fit = [q for q in _questions(train, dataset, "train") if q.id not in exclude]
-    return fit, _questions(dev, dataset, "dev")
+
+def _train_files(train: Optional[str], dev: Optional[Path], dataset: str, test_questions: list, names: list[str]):
+    """``evaluate``'s training and dev questions from one file or several (comma-separated);
+    without --dev, dev is carved from them by id.
+
+    Questions that are test questions (same id or same prompt text) are left out. From several
+    files (a router trained on some datasets, tested on another), only the results of the pool
+    sheet's ``names`` are kept, and rows with none of them are dropped; an id in two files is an error.
+    """
+    from routoo_shared.data.formats import DatasetError, carve_dev, load_questions
+
+    files = [Path(part.strip()) for part in train.split(",") if part.strip()] if train else []
+    rows, seen = [], {}
+    for path in files:
+        for question in load_questions(path):
+            if question.id in seen:
+                raise DatasetError(f"question id {question.id!r} is in both {seen[question.id]} and {path}")
+            seen[question.id] = path
+            if len(files) > 1:
+                question = question.model_copy(update={"results": {m: r for m, r in question.results.items() if m in names}})
+            if question.results or len(files) == 1:
+                rows.append(question)
+    test_ids, test_prompts = {q.id for q in test_questions}, {q.prompt for q in test_questions}
+    rows = [q for q in (rows if files else _questions(None, dataset, "train")) if q.id not in test_ids and q.prompt not in test_prompts]
+    return carve_dev(rows) if files and dev is None else (rows, _questions(dev, dataset, "dev"))
 
 
 def _sheet(models: Optional[Path], dataset: str, questions: list, source: str = "the questions") -> Path:
@@ -179,23 +219,19 @@ def train(
 @friendly
 def route(
     prompt: Annotated[str, typer.Argument(help="the prompt to route")],
-    predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: the bundled general predictor)")] = None,
+    predictor: PredictorOption = None,
     pool: PoolOption = None,
-    tradeoff: Annotated[float, typer.Option(help="quality given up per unit of the priciest model's cost")] = 0.0,
-    max_cost: Annotated[Optional[float], typer.Option(help="USD ceiling per query")] = None,
-    min_quality: Annotated[Optional[float], typer.Option(help="cheapest model predicted at least this good")] = None,
-    max_latency: Annotated[Optional[float], typer.Option(help="seconds")] = None,
-    deny: Annotated[Optional[str], typer.Option(help="comma-separated models to exclude")] = None,
+    tradeoff: TradeoffOption = 0.0,
+    max_cost: MaxCostOption = None,
+    min_quality: MinQualityOption = None,
+    max_latency: MaxLatencyOption = None,
+    deny: DenyOption = None,
     json_out: Annotated[bool, typer.Option("--json", help="print the decision as JSON")] = False,
 ) -> None:
     """Print the routing decision table for one prompt (or the decision as JSON)."""
     from routoo_shared.routing.router import Router
-    from routoo_shared.routing.selector import Constraints
 
-    settings = Constraints().merged(  # bad values fail here, before the predictor loads
-        quality_cost_tradeoff=tradeoff, max_cost_per_query=max_cost, min_quality=min_quality,
-        max_latency_s=max_latency, denied_models=deny.split(",") if deny else None,
-    )
+    settings = _settings(tradeoff, max_cost, min_quality, max_latency, deny)
     router = Router.from_directory(predictor, pool_names=pool)
     decision = router.route(prompt, **settings.model_dump(exclude_defaults=True))
     if json_out:
@@ -211,10 +247,38 @@ def route(
         )
 
 
+@app.command("route-batch")
+@friendly
+def route_batch(
+    prompts: Annotated[Path, typer.Argument(help="JSONL, one {\"prompt\": \"...\", \"id\": ...} a line (id optional)")],
+    out: Annotated[Path, typer.Option(help="JSONL of decisions, one a prompt, in the prompts' order")],
+    budget_usd: Annotated[Optional[float], typer.Option(help="total USD for the whole file, planned together: the decisions' estimated cost stays within it")] = None,
+    engine: EngineOption = "local",
+    workers: WorkersOption = 2,
+    predictor: PredictorOption = None,
+    pool: PoolOption = None,
+    tradeoff: TradeoffOption = 0.0,
+    max_cost: MaxCostOption = None,
+    min_quality: MinQualityOption = None,
+    max_latency: MaxLatencyOption = None,
+    deny: DenyOption = None,
+) -> None:
+    """Route every prompt of a file (streamed in batches), or plan them all under one budget."""
+    from routoo_shared.batch.engines import engine_named
+    from routoo_shared.batch.route_batch import route_batch as run
+
+    settings = _settings(tradeoff, max_cost, min_quality, max_latency, deny)
+    summary = run(prompts, out, engine_named(engine, workers), budget_usd, str(predictor) if predictor else None,
+                  pool, **settings.model_dump(exclude_defaults=True))
+    say(json.dumps(summary, indent=1))
+
+
 @app.command()
 @friendly
 def evaluate(
-    train: Annotated[Optional[Path], typer.Option(help="training questions (default: bundled train split)")] = None,
+    train: Annotated[Optional[str], typer.Option(
+        help="training questions: a file, or several comma-separated (only the pool's results are read from them; "
+        "default: bundled train split)")] = None,
     test: Annotated[Optional[Path], typer.Option(help="test questions (default: bundled test split)")] = None,
     dev: Annotated[Optional[Path], typer.Option(help="dev questions (default: carved from --train by id)")] = None,
     models: ModelsOption = None,
@@ -233,9 +297,13 @@ def evaluate(
     """Train Routoo and the baselines, trace cost/accuracy curves on the test split, print the table."""
     from routoo_shared.data.formats import check_trainable
 
+    from routoo_shared.routing.models_file import read_models
+
     test_questions = _questions(test, dataset, "test")
-    fit, held = _train_and_dev(train, dev, dataset, exclude=frozenset(q.id for q in test_questions))
-    sheet = _sheet(models, dataset, fit + held + test_questions)
+    several = train is not None and "," in train
+    sheet = _sheet(models, dataset, test_questions) if several else None
+    fit, held = _train_files(train, dev, dataset, test_questions, read_models(sheet).names if sheet else [])
+    sheet = sheet or _sheet(models, dataset, fit + held + test_questions)
     model_pool = _pool(sheet, pool)
     if predictor is None:
         check_trainable(fit, held, model_pool)
@@ -420,6 +488,52 @@ def build_pool(
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(construction.model_dump_json(indent=1))
         say(f"JSON: {json_out}")
+
+
+@app.command()
+@friendly
+def serve(
+    config: Annotated[Optional[Path], typer.Option(help="routoo.yaml: pool, presets, keys, limits")] = None,
+    pool: Annotated[Optional[str], typer.Option(help="'local': serve the two bundled local LLMs (no key, offline)")] = None,
+    host: Annotated[str, typer.Option(help="address to bind; another than loopback needs keys in the config")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="worker processes (more than one needs --store)")] = 1,
+    store: Annotated[Optional[str], typer.Option(help="redis://host:port/db: keys' budgets and models' cooldowns shared by every worker and host")] = None,
+) -> None:
+    """Serve the OpenAI API (POST /v1/chat/completions, GET /v1/models, /health, /metrics), routing every call."""
+    from routoo_shared.server.app import serve as run
+    from routoo_shared.server.config import ServerConfig
+
+    if config is None and pool is None:
+        raise ValueError("give --config routoo.yaml, or --pool local")
+    if pool not in (None, "local"):
+        raise ValueError(f"--pool takes 'local' (the bundled local LLMs), got {pool!r}; put other pools in --config")
+    loaded = ServerConfig.load(config) if config else ServerConfig()
+    run(loaded.model_copy(update={"pool": "local"}) if pool else loaded, host, port, workers, store)
+
+
+keys_app = typer.Typer(help="API keys of 'routoo serve', kept in the config as SHA-256 digests", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+@keys_app.command("add")
+@friendly
+def keys_add(
+    name: Annotated[str, typer.Argument(help="the key's name (in metrics and records; letters, digits, _.-)")],
+    config: Annotated[Path, typer.Option(help="routoo.yaml to add the key to (created if missing)")] = Path("routoo.yaml"),
+    budget_usd: Annotated[Optional[float], typer.Option(help="USD this key may spend (none: no budget)")] = None,
+    renew: Annotated[Optional[str], typer.Option(help="'daily': a fresh budget every UTC day")] = None,
+    rpm: Annotated[Optional[int], typer.Option(help="requests per minute")] = None,
+    models: Annotated[Optional[str], typer.Option(help="comma-separated pool models the key may use (default: all)")] = None,
+    presets: Annotated[Optional[str], typer.Option(help="comma-separated model values such as routoo,routoo/cheap (default: all)")] = None,
+) -> None:
+    """Add an API key; its secret is printed once and stored nowhere."""
+    from routoo_shared.server.keys import add_key
+
+    secret = add_key(config, name, budget_usd=budget_usd, renew=renew, requests_per_minute=rpm,
+                     allowed_models=models.split(",") if models else None, allowed_presets=presets.split(",") if presets else None)
+    say(f"added key {name!r} to {config} (its SHA-256 only). The key, shown once:", err=True)
+    typer.echo(secret)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""Shared fixtures: the bundled predictor's router, the local-LLM router, and a tool-capable fake."""
+"""Shared fixtures: the bundled predictor's router, the local-LLM router, a tool-capable fake, and real
+redis-servers on free loopback ports."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
@@ -14,6 +16,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from routoo_shared.local.llm import local_router
 from routoo_shared.routing.router import Router
+from redis_server import RedisServer
 
 USAGE = {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30}
 # Three bundled-predictor models: cheap, mid, strong. Only the strong one is marked tool-capable.
@@ -95,3 +98,19 @@ class ScriptedChatModel(BaseChatModel):
 @pytest.fixture(scope="session")
 def local_router_fixture() -> Router:
     return cached_local_router()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory) -> Iterator[RedisServer]:
+    """A real redis-server for the whole session (each test names its own keys)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path) -> Iterator[RedisServer]:
+    """A redis-server for one test, which it may pause."""
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()

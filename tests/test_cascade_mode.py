@@ -14,7 +14,7 @@ from llama_index.core.llms.custom import CustomLLM
 
 from langchain_routoo import RoutooBudget, RoutooChatModel
 from llama_index_routoo import RoutooLLM
-from routoo_shared.routing.cascade import CascadePlan, CascadePolicy, EvidenceModel
+from routoo_shared.routing.cascade import AgreementModel, CascadePlan, CascadePolicy, EvidenceModel
 from tests.conftest import TRIO, ScriptedChatModel, trio_router
 
 FIRST, TARGET = TRIO[0], TRIO[-1]
@@ -30,13 +30,22 @@ def plan() -> CascadePlan:
                        escalation_probability=0.5, evidence=evidence)
 
 
-def planned_router():
+def pair_plan() -> CascadePlan:
+    """Ask the two cheaper models; their agreeing final answers stand, disagreeing ones escalate."""
+    evidence = AgreementModel(model=FIRST, second=TRIO[1], p_correct=[0.9, 0.04, 0.03, 0.03],
+                              p_wrong=[0.1, 0.7, 0.1, 0.1], fit_auc=0.9)
+    return CascadePlan(first=FIRST, second=TRIO[1], target=TARGET, expected_signal=0.0, first_quality=0.5,
+                       target_quality=0.9, target_cost_weight=0.2, expected_quality=0.8, expected_cost_usd=1e-5,
+                       escalation_probability=0.5, evidence=evidence)
+
+
+def planned_router(make_plan=plan):
     router = trio_router()
     route = router.route
 
     def with_plan(*args, **kwargs):
         assert kwargs.pop("cascade") is not None
-        return route(*args, **kwargs).model_copy(update={"cascade": plan()})
+        return route(*args, **kwargs).model_copy(update={"cascade": make_plan()})
 
     router.route = with_plan
     return router
@@ -59,25 +68,59 @@ def routoo(first_reply: str, budget=None, **settings) -> RoutooChatModel:
     return RoutooChatModel(models=models, router=planned_router(), cascade=policy, budget=budget, **settings)
 
 
+def call(chat: RoutooChatModel, path: str) -> list:
+    """The messages (or chunks) one call on ``path`` gives."""
+    async def consume():
+        if path == "ainvoke":
+            return [await chat.ainvoke("hello")]
+        return [c async for c in chat.astream("hello")]
+
+    if path in ("ainvoke", "astream"):
+        return asyncio.run(consume())
+    return [chat.invoke("hello")] if path == "invoke" else list(chat.stream("hello"))
+
+
 @pytest.mark.parametrize("path", ["invoke", "ainvoke", "stream", "astream"])
 def test_a_convincing_first_answer_stands_and_a_doubtful_one_escalates(path):
     for reply, answered_by, escalated in ((LONG, FIRST, False), ("no", TARGET, True)):
         budget = RoutooBudget(total_usd=1.0)
-        chat = routoo(reply, budget)
-
-        async def consume():
-            if path == "ainvoke":
-                return [await chat.ainvoke("hello")]
-            return [c async for c in chat.astream("hello")]
-
-        if path in ("ainvoke", "astream"):
-            chunks = asyncio.run(consume())
-        else:
-            chunks = [chat.invoke("hello")] if path == "invoke" else list(chat.stream("hello"))
+        chunks = call(routoo(reply, budget), path)
         record = chunks[0].response_metadata["routoo"]
         assert record["answered_by"] == answered_by and record["cascade_outcome"]["escalated"] is escalated
         assert "".join(c.text for c in chunks) == (LONG if not escalated else f"answer from {TARGET}")
         assert budget.calls == (2 if escalated else 1) and budget.reserved_usd == 0
+
+
+@pytest.mark.parametrize("path", ["invoke", "ainvoke", "stream", "astream"])
+def test_two_cheap_models_that_agree_answer_and_disagreeing_ones_escalate(path):
+    for second_reply, answered_by in (("It is 42.", FIRST), ("It is 7.", TARGET)):
+        budget = RoutooBudget(total_usd=1.0)
+        chat = routoo("So the answer is 42", budget)
+        chat.router = planned_router(pair_plan)
+        chat.models[TRIO[1]].reply = second_reply
+        chunks = call(chat, path)
+        outcome = chunks[0].response_metadata["routoo"]["cascade_outcome"]
+        assert outcome["second"] == TRIO[1] and outcome["final_answers"] == ["42", second_reply[6:-1]]
+        assert chunks[0].response_metadata["routoo"]["answered_by"] == answered_by
+        expected = "So the answer is 42" if answered_by == FIRST else f"answer from {TARGET}"
+        assert "".join(c.text for c in chunks) == expected  # only the final answer is streamed
+        assert budget.calls == (2 if answered_by == FIRST else 3) and budget.reserved_usd == 0
+
+
+def test_a_failing_or_unaffordable_second_model_escalates():
+    chat = routoo("So the answer is 42")
+    chat.router = planned_router(pair_plan)
+    chat.models[TRIO[1]].error = "connection reset"
+    message = chat.invoke("hello")
+    record = message.response_metadata["routoo"]
+    assert record["answered_by"] == TARGET and record["cascade_outcome"]["failed"] == TRIO[1]
+    budget = RoutooBudget(total_usd=1.0)
+    chat = routoo("So the answer is 42", budget)
+    chat.router = planned_router(pair_plan)
+    chat.router.pool[TRIO[1]].price_in_per_mtok = 1e9  # the second call cannot be held
+    record = chat.invoke("hello").response_metadata["routoo"]
+    assert record["cascade_outcome"]["escalated"] and record["answered_by"] != TRIO[1]
+    assert [a["kind"] for a in record["attempts"]][:1] == ["budget"] and budget.reserved_usd == 0
 
 
 def test_a_failing_first_model_escalates_and_keeps_its_attempt():

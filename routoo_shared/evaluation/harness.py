@@ -22,12 +22,14 @@ from routoo_shared.evaluation.metrics import per_model_report
 from routoo_shared.routing.pool import ModelPool
 from routoo_shared.predictors.predictor import Predictor, TrainConfig
 from routoo_shared.evaluation.routing_quality import (  # noqa: F401  (re-exported: the evaluation's public names)
+    PairScores,
     Point,
     RoutingTask,
     accuracy_at_cost,
     aiq,
     aiq_of_arrays,
     cost_to_match,
+    pair_scores,
     upper_hull,
     with_expected_output,
 )
@@ -95,6 +97,9 @@ class EvaluationReport(BaseModel):
     rows: dict[str, Row] = {}
     best_model: str | None = None  # the pool's best model by training accuracy
     priciest_share_to_95: dict[str, float | None] = {}  # share of calls to the priciest model for 95% of its accuracy
+    cpt50: dict[str, float | None] = {}  # two-model pools: RouteLLM's CPT(50%), share of strong calls (0 to 1)
+    cpt80: dict[str, float | None] = {}  # two-model pools: RouteLLM's CPT(80%)
+    apgr: dict[str, float | None] = {}  # two-model pools: RouteLLM's average performance gap recovered
     predictor: str | None = None  # which predictor the 'routoo' row is
 
 
@@ -285,6 +290,7 @@ class Evaluation:
         if reference_models:
             self.extras.categories = self.category_table(quality[ROUTOO], reference_models[0], singles)
         intervals, paired = bootstrap_aiq(self.task, curves, self.bootstrap, self.seed)
+        pairs = self.pair_scores(curves, singles, priciest) if len(names) == 2 else {}
         return EvaluationReport(
             single_models=singles,
             oracle=oracle,
@@ -305,8 +311,24 @@ class Evaluation:
                 name: _share_to_reach(curve, priciest, 0.95 * singles[names[priciest]].accuracy)
                 for name, curve in curves.items()
             },
+            cpt50={name: scores.cpt50 for name, scores in pairs.items()},
+            cpt80={name: scores.cpt80 for name, scores in pairs.items()},
+            apgr={name: scores.apgr for name, scores in pairs.items()},
             predictor=self.predictor.name,
         )
+
+    def pair_scores(self, curves: dict[str, Curve], singles: dict[str, Point], strong: int) -> dict[str, PairScores]:
+        """RouteLLM's CPT(50%), CPT(80%) and APGR of each curve on a two-model pool, the priciest
+        model being the strong one; a curve's share of strong calls is where its answers came from."""
+        weak = 1 - strong
+        names = self.pool.names
+        return {
+            name: pair_scores(
+                np.array([(chosen == strong).mean() for _, chosen in curve]), np.array([p.accuracy for p, _ in curve]),
+                singles[names[weak]].accuracy, singles[names[strong]].accuracy,
+            )
+            for name, curve in curves.items()
+        }
 
     def category_table(self, quality: np.ndarray, reference: str, singles: dict[str, Point]) -> list[dict]:
         """Routoo at the reference model's cost per query, against that model, category by category."""
@@ -398,9 +420,17 @@ def format_table(report: EvaluationReport, extras: Extras, reference_models: lis
             line += f" | {acc_text:>{len(ref[:22]) + 10}s} {cost_text:>13s}"
         lines.append(line)
     if len(report.single_models) == 2:
-        lines.append("\nshare of calls to the priciest model needed to reach 95% of its accuracy:")
-        for name, share in report.priciest_share_to_95.items():
-            lines.append(f"  {name:34s} {'never' if share is None else f'{share:.1%}'}")
+        lines.append("\ncalls to the priciest model: for 95% of its accuracy, and RouteLLM's CPT(50%), CPT(80%) "
+                     "(for 50% / 80% of the accuracy gap) and APGR:")
+        lines.append(f"  {'router':34s} {'95%':>7s} {'CPT(50%)':>9s} {'CPT(80%)':>9s} {'APGR':>6s}")
+
+        def share(value: float | None) -> str:
+            return "never" if value is None else f"{value:.1%}"
+
+        for name, to_95 in report.priciest_share_to_95.items():
+            apgr = report.apgr.get(name)
+            lines.append(f"  {name:34s} {share(to_95):>7s} {share(report.cpt50.get(name)):>9s} "
+                         f"{share(report.cpt80.get(name)):>9s} {'-' if apgr is None else f'{apgr:.3f}':>6s}")
     if extras.categories:
         keys = list(extras.categories[0])
         lines.append("\nper category, routoo at the cost of " + keys[3].removesuffix("_accuracy") + ":")

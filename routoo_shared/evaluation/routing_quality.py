@@ -65,6 +65,46 @@ def cost_to_match(points: list[Point], accuracy: float) -> float | None:
     return min(matching) if matching else None
 
 
+class PairScores(BaseModel):
+    """RouteLLM's metrics of one router on a weak/strong pair (Ong et al. 2024, arXiv 2406.18665).
+
+    ``cpt50``/``cpt80``: the smallest share of calls to the strong model (0 to 1) at which the
+    router recovers 50% / 80% of the accuracy gap between the weak and the strong model (None:
+    never); ``apgr``: the average performance gap recovered, the area under PGR over that share.
+    """
+
+    cpt50: float | None
+    cpt80: float | None
+    apgr: float | None
+
+
+def pair_scores(strong_share: np.ndarray, accuracy: np.ndarray, weak_accuracy: float, strong_accuracy: float) -> PairScores:
+    """``PairScores`` of a router's operating points, (K,) shares of strong calls and accuracies.
+
+    As RouteLLM's ``evaluate.py``: the points, sorted by share and joined linearly, run from the
+    weak model alone (share 0) to the strong one alone (share 1); PGR(a) = (a - weak) / (strong -
+    weak). All None when the strong model is not more accurate than the weak one.
+    """
+    gap = strong_accuracy - weak_accuracy
+    if gap <= 0:
+        return PairScores(cpt50=None, cpt80=None, apgr=None)
+    shares = np.concatenate([[0.0], np.asarray(strong_share, float), [1.0]])
+    pgr = (np.concatenate([[weak_accuracy], np.asarray(accuracy, float), [strong_accuracy]]) - weak_accuracy) / gap
+    order = np.lexsort((pgr, shares))
+    shares, pgr = shares[order], pgr[order]
+
+    def calls_to(level: float) -> float | None:
+        above = np.flatnonzero(pgr >= level - 1e-12)
+        if len(above) == 0:
+            return None
+        i = above[0]
+        if i == 0 or pgr[i - 1] >= level:
+            return float(shares[i])
+        return float(shares[i - 1] + (level - pgr[i - 1]) / (pgr[i] - pgr[i - 1]) * (shares[i] - shares[i - 1]))
+
+    return PairScores(cpt50=calls_to(0.5), cpt80=calls_to(0.8), apgr=float(np.trapezoid(pgr, shares)))
+
+
 def with_expected_output(pool: ModelPool, questions: list[Question]) -> ModelPool:
     """The pool with each model's expected output length taken from training data (mean real tokens)."""
     tokens = Outcomes.from_questions(questions, pool.names).output_tokens

@@ -53,13 +53,18 @@ class ModelHealth:
             self._fails.pop(model, None)
             self._until.pop(model, None)
 
+    def cooling(self, models: list[str]) -> dict[str, float]:
+        """Seconds left in each model's cooldown (0 when it is healthy)."""
+        with self._lock:
+            now = self.clock()
+            return {m: max(self._until.get(m, 0.0) - now, 0.0) for m in models}
+
     def cooling_s(self, model: str) -> float:
         """Seconds left in the model's cooldown (0 when it is healthy)."""
-        with self._lock:
-            return max(self._until.get(model, 0.0) - self.clock(), 0.0)
+        return self.cooling([model])[model]
 
     def order(self, models: list[str]) -> tuple[list[str], list[str]]:
         """(healthy models in the given order, cooling ones by the soonest end of their cooldown)."""
-        rest = {m: self.cooling_s(m) for m in models}
+        rest = self.cooling(models)
         healthy = [m for m in models if rest[m] == 0]
         return healthy, sorted((m for m in models if rest[m] > 0), key=rest.get)

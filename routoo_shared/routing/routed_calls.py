@@ -36,6 +36,7 @@ from routoo_shared.routing.fallback import (
     InvalidUsageError,
     failure_kind,
     is_fallback_error,
+    malformed_answer,
 )
 from routoo_shared.routing.health import ModelHealth
 from routoo_shared.routing.messages import to_turns
@@ -54,6 +55,9 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
+# Every keyword a call may carry for the engine rather than for the model: routing settings and
+# capability flags, the attempt timeout, a forced model and the conversation's session id.
+CALL_SETTINGS = (*Constraints.model_fields, "timeout_s", "model", "session_id")
 FAILURE_WORDS = {
     "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
@@ -118,9 +122,9 @@ class RoutedCall:
         Each yielded model holds its worst-case cost; one the budget cannot hold is skipped.
         """
         order = [self.decision.model] + self.decision.fallbacks
-        if self.cascaded is not None:  # escalated: the target first, never the first model again
+        if self.cascaded is not None:  # escalated: the target first, never a first-stage model again
             plan = self.decision.cascade
-            order = [m for m in dict.fromkeys([plan.target] + order) if m != plan.first]
+            order = [m for m in dict.fromkeys([plan.target] + order) if m not in plan.asks]
         healthy, self.cooling = self.owner.health.order(order)
         tried = 0
         for name in healthy + self.cooling:
@@ -134,35 +138,51 @@ class RoutedCall:
             tried += 1
             yield name
 
-    def first_call(self, first: FirstAnswer | None) -> str | None:
-        """The cascade's first model when one is planned and can be held on the budget, else None."""
+    def first_stage(self, first: FirstAnswer | None) -> Iterator[str]:
+        """The cascade's first-stage models (``plan.asks``), each held on the budget before it is
+        yielded. Nothing when no cascade is planned, one of them is cooling down or the first cannot
+        be held (a plain call); no more once a later one cannot be held (the call escalates)."""
         plan = self.decision.cascade
-        if plan is None or first is None or self.owner.health.cooling_s(plan.first):
-            return None
-        try:
-            self._hold = self._reserve(plan.first)
-        except BudgetExhaustedError:
-            return None
-        return plan.first
+        if plan is None or first is None or any(self.owner.health.cooling_s(name) for name in plan.asks):
+            return
+        for name in plan.asks:
+            try:
+                self._hold = self._reserve(name)
+            except BudgetExhaustedError as error:
+                if name != plan.first:
+                    self.attempts.append(Attempt(model=name, error=str(error), kind="budget", exception=error))
+                    self._cascade_outcome(escalated=True)
+                return
+            yield name
 
-    def read_first(self, name: str, result: Any, usage: Usage | None, first: FirstAnswer) -> bool:
-        """Charge the cascade's first call and read its answer; True when it stands (no escalation)."""
-        plan = self.decision.cascade
+    def read_first(self, name: str, result: Any, usage: Usage | None, first: FirstAnswer) -> AnswerEvidence:
+        """Charge a first-stage call; what its answer shows (a blank answer shows no answer)."""
         self.ended(name, usage)
-        answered = first.has_content(result)
-        evidence = first.evidence_of(result) if answered else None
-        escalate = evidence is None or plan.should_escalate(evidence)
-        self.cascaded = {"first": name, "target": plan.target, "escalated": escalate,
-                         "posterior": plan.posterior(evidence) if evidence is not None else None}
+        return first.evidence_of(result) if first.has_content(result) else AnswerEvidence(output_tokens=0)
+
+    def first_stands(self, evidence: list[AnswerEvidence]) -> bool:
+        """Whether the first model's answer stands, from every first-stage answer's evidence; records the outcome."""
+        plan = self.decision.cascade
+        if self.cascaded is not None or len(evidence) < len(plan.asks):
+            return False  # a first-stage call could not be held: escalated already
+        escalate = plan.should_escalate(*evidence)
+        self._cascade_outcome(escalated=escalate, posterior=None if evidence[0].output_tokens == 0 else plan.posterior(*evidence),
+                              final_answers=[plan.final_answer(e) for e in evidence])
         if not escalate:
-            self.committed(name)
-            self.owner.health.succeeded(name)
+            self.committed(plan.first)
+            for name in plan.asks:
+                self.owner.health.succeeded(name)
         return not escalate
 
     def first_failed(self, name: str, error: BaseException) -> bool:
-        """The cascade's first call failed: True when the target should answer (see ``failed``)."""
-        self.cascaded = {"first": name, "target": self.decision.cascade.target, "escalated": True, "posterior": None}
+        """A first-stage call failed: True when the target should answer (see ``failed``)."""
+        self._cascade_outcome(escalated=True, failed=name)
         return self.failed(name, error)
+
+    def _cascade_outcome(self, escalated: bool, **details: Any) -> None:
+        plan = self.decision.cascade
+        self.cascaded = {"first": plan.first, "second": plan.second, "target": plan.target, "escalated": escalated,
+                         "posterior": None, **details}
 
     def give_up(self) -> Exception:
         """The error for a call no candidate answered: the budget's refusal when nothing could be
@@ -241,6 +261,7 @@ class RoutedCall:
         Billed work is charged: reported usage, else the prompt for an empty answer, a timeout, a
         cancellation or an interrupt (the provider had the request); other errors release the hold.
         """
+        error = malformed_answer(error, type(self.owner.pool_model(name))) or error
         if usage is None and isinstance(error, EmptyResponseError) and error.output_tokens is not None:
             usage = Usage.checked(error.input_tokens or 0, error.output_tokens, name)
         billed = isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
@@ -296,6 +317,11 @@ class RoutedCalls(BaseModel):
     on_infeasible: Literal["raise", "relax"] = "raise"
     max_fallbacks: int = Field(default=2, ge=0, description="next-best models tried after the chosen one fails")
     budget: RoutooBudget | None = Field(default=None, description="spending shared with other chains or agents")
+    store: str | None = Field(
+        default=None, pattern=r"^(redis|rediss|unix)://",
+        description="redis://host:port/db: model cooldowns shared by every process and host naming it, so a "
+        "model resting in one worker rests in all (default: this object's own)",
+    )
     timeout_s: float | None = Field(
         default=None, gt=0, allow_inf_nan=False,
         description="seconds an attempt (or the wait for a stream's next chunk) may take before the next-best "
@@ -337,9 +363,9 @@ class RoutedCalls(BaseModel):
 
     @field_serializer("budget")
     def _describe_budget(self, budget: RoutooBudget | None) -> dict[str, float] | None:
-        if budget is None:
-            return None
-        return {"total_usd": budget.total_usd, "spent_usd": budget.spent_usd, "reserved_usd": budget.reserved_usd}
+        """The budget's configuration, never its live state (spending changes on every call, and
+        identities built from ``to_dict``, such as LlamaIndex's ingestion-cache keys, must not)."""
+        return None if budget is None else {"total_usd": budget.total_usd}
 
     @field_serializer("fallback_on")
     def _describe_policy(self, policy: Any) -> list[str] | str | None:
@@ -352,8 +378,12 @@ class RoutedCalls(BaseModel):
     @property
     def health(self) -> ModelHealth:
         """Failure counts and cooldowns of this object's models, shared by its copies' calls."""
-        if self._health is None:
+        if self._health is None and self.store is None:
             self._health = ModelHealth(self.allowed_fails, self.cooldown_s)
+        elif self._health is None:
+            from routoo_shared.stores.redis_store import RedisModelHealth
+
+            self._health = RedisModelHealth(self.store, self.allowed_fails, self.cooldown_s)
         return self._health
 
     def falls_back(self, error: BaseException) -> bool:
@@ -363,6 +393,11 @@ class RoutedCalls(BaseModel):
         if policy is None:
             return is_fallback_error(error)
         return isinstance(error, policy) if isinstance(policy, tuple) else bool(policy(error))
+
+    def pool_model(self, name: str) -> Any:
+        """The integration's object for pool model ``name`` (a chat model, an LLM): its class tells a
+        provider's unreadable answer from the caller's own error (``fallback.malformed_answer``)."""
+        raise NotImplementedError
 
     def check_pool(self, given: set[str]) -> None:
         pool = set(self.router.pool.names)
@@ -451,32 +486,33 @@ class RoutedCalls(BaseModel):
     # ----- a cascade's first answer, then the four drivers
     def _first_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
         """The cascade's first model's answer when it stands; None when there is no cascade or it escalates."""
-        name = call.first_call(first)
-        if name is None:
-            return None
-        try:
-            result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
-            usage = first.usage_of(result)
-        except BaseException as error:
-            if not call.first_failed(name, error):
-                raise
-            return None
-        return result if call.read_first(name, result, usage, first) else None
+        results, evidence = [], []
+        for name in call.first_stage(first):
+            try:
+                result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
+                usage = first.usage_of(result)
+            except BaseException as error:
+                if not call.first_failed(name, error):
+                    raise
+                return None
+            results.append(result)
+            evidence.append(call.read_first(name, result, usage, first))
+        return results[0] if results and call.first_stands(evidence) else None
 
     async def _afirst_answer(self, call: RoutedCall, first: FirstAnswer | None) -> Any | None:
         """The async form of ``_first_answer``."""
-        name = call.first_call(first)
-        if name is None:
-            return None
-        try:
-            result = await timeouts.acall(first.invoke(name), call.timeout(name), name)
-            usage = first.usage_of(result)
-        except BaseException as error:
-            if not call.first_failed(name, error):
-                raise
-            return None
-        return result if call.read_first(name, result, usage, first) else None
-
+        results, evidence = [], []
+        for name in call.first_stage(first):
+            try:
+                result = await timeouts.acall(first.invoke(name), call.timeout(name), name)
+                usage = first.usage_of(result)
+            except BaseException as error:
+                if not call.first_failed(name, error):
+                    raise
+                return None
+            results.append(result)
+            evidence.append(call.read_first(name, result, usage, first))
+        return results[0] if results and call.first_stands(evidence) else None
 
     def invoke_routed(
         self,

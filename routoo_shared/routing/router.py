@@ -291,14 +291,19 @@ class Router:
 
         Raises TypeError / ValueError (from ``plan_budget``) for a budget that is not a finite,
         non-negative number."""
-        constraints = self.constraints.merged(**settings)
-        texts, tokens, quality = self._predict(prompts)
-        base = self.selector.select(quality, tokens, constraints.model_copy(update={"quality_cost_tradeoff": 0.0}))
-        feasible = np.isfinite(base.scores)
-        plan = plan_budget(quality, self.pool.cost_matrix(tokens), budget_usd, feasible)
+        tokens, quality, cost, feasible, base = self.plan_inputs(prompts, **settings)
+        plan = plan_budget(quality, cost, budget_usd, feasible)
         binding = ["budget" if c != b else None for c, b in zip(plan.chosen, base.chosen)]
         selection = base.model_copy(update={"chosen": plan.chosen, "binding": binding})
         return self._decisions(quality, tokens, selection)
+
+    def plan_inputs(self, prompts: list[Any], **settings) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Selection]:
+        """What a budget plan reads of each prompt: input tokens, predicted quality and cost (USD) per
+        model, which models the constraints allow (prompts x models), and the choice without a budget."""
+        constraints = self.constraints.merged(**settings)
+        _, tokens, quality = self._predict(prompts)
+        base = self.selector.select(quality, tokens, constraints.model_copy(update={"quality_cost_tradeoff": 0.0}))
+        return tokens, quality, self.pool.cost_matrix(tokens), np.isfinite(base.scores), base
 
     def _predict(self, prompts: list[Any], context: tuple[str, ...] | list[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Texts, input tokens and predicted quality: the pool's columns, then ``context``'s (one pass)."""

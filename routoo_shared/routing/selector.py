@@ -239,10 +239,9 @@ class Selector:
         return high
 
 
-class BudgetPlan(BaseModel, arbitrary_types_allowed=True):
-    """A batch assignment under a total budget, with its distance to the LP relaxation's optimum."""
+class PlanTotals(BaseModel):
+    """A budget plan's totals: USD spent, predicted quality, the LP relaxation's bound and the multiplier."""
 
-    chosen: np.ndarray
     spent: float
     predicted_quality: float
     lp_bound: float
@@ -252,6 +251,12 @@ class BudgetPlan(BaseModel, arbitrary_types_allowed=True):
     def gap_to_lp(self) -> float:
         """Relative shortfall against the LP optimum (an upper bound on the integer optimum)."""
         return max(0.0, (self.lp_bound - self.predicted_quality) / max(self.lp_bound, 1e-12))
+
+
+class BudgetPlan(PlanTotals, arbitrary_types_allowed=True):
+    """A batch assignment under a total budget, with its distance to the LP relaxation's optimum."""
+
+    chosen: np.ndarray
 
 
 def plan_budget(quality: np.ndarray, cost: np.ndarray, budget: float, feasible: np.ndarray | None = None) -> BudgetPlan:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -39,7 +40,7 @@ from routoo_shared.predictors.errors import PredictorFileError
 from routoo_shared.predictors.head import Member, ensemble
 from routoo_shared.predictors.train_config import TrainConfig
 from routoo_shared.routing.known_models import resolve
-from routoo_shared.routing.tokens import count_tokens_batch
+from routoo_shared.routing.tokens import count_tokens
 
 FORMAT = "routoo-predictor"
 FORMAT_VERSION = 2
@@ -57,7 +58,7 @@ __all__ = ["Column", "EncoderConfig", "Predictor", "PredictorConfig", "Predictor
 
 def prompt_features(prompts: list[str]) -> np.ndarray:
     """Cheap signals of difficulty the sentence vector blurs: length and how numeric the text is."""
-    tokens = np.array(count_tokens_batch(prompts), dtype=np.float32)
+    tokens = np.array([count_tokens(p) for p in prompts], dtype=np.float32)  # tiktoken's batch call starts a thread pool a call
     digits = np.array([sum(c.isdigit() for c in p) / max(len(p), 1) for p in prompts], dtype=np.float32)
     maths = np.array([len(re.findall(r"[=+\-*/^<>√∑∫]", p)) / max(len(p), 1) for p in prompts], dtype=np.float32)
     return np.stack([np.log1p(tokens), digits, maths], axis=1)
@@ -222,6 +223,7 @@ class Predictor:
         self.encoder = encoder or default_encoder()
         self.temperature = temperature
         self.categories = list(categories or [])
+        self._resolved: dict[str, str | None] = {}  # name -> known name, per routing call otherwise
 
     @property
     def models(self) -> list[str]:
@@ -248,6 +250,11 @@ class Predictor:
         counts = np.stack([measured[column_dataset == d].sum(0) for d in range(len(self.datasets))])
         return counts.argmax(axis=0)
 
+    @cached_property
+    def _layout(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(column -> dataset index, category -> dataset index), computed once (``add_model`` resets it)."""
+        return self._column_dataset(), self._category_dataset() if self.categories and len(self.datasets) > 1 else None
+
     # ----- inputs
     def inputs(self, prompts: list[str], dataset: bool = False) -> np.ndarray:
         """Encoder vectors plus prompt features (float32); ``dataset`` prompts show progress and are cached on disk."""
@@ -257,7 +264,7 @@ class Predictor:
 
     def column_probabilities(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Calibrated probabilities, inputs x columns, and p(category | prompt)."""
-        logits, categories = ensemble(self.members, x, self._column_dataset())
+        logits, categories = ensemble(self.members, x, self._layout[0])
         return _sigmoid(logits / self.temperature), categories
 
     def predict(self, prompts: list[str], models: list[str] | None = None) -> np.ndarray:
@@ -282,7 +289,7 @@ class Predictor:
         own = {name: {d for m, d in zip(self.column_models, self.column_datasets) if m == name} for name in names}
         shared = set.intersection(*own.values())
         if categories.shape[1]:
-            category_dataset = self._category_dataset()
+            category_dataset = self._layout[1]
             mass = {d: categories[:, category_dataset == k].sum(1) for k, d in enumerate(self.datasets)}
         else:
             mass = {d: np.ones(len(probabilities)) for d in self.datasets}
@@ -301,12 +308,14 @@ class Predictor:
 
     def resolve_all(self, models: list[str]) -> list[str]:
         """The known names of ``models`` (through the model registry); KeyError naming the unknown ones."""
-        known = self.models
-        resolved = [resolve(m, known) for m in models]
+        if any(m not in self._resolved for m in models):
+            known = self.models
+            self._resolved.update({m: resolve(m, known) for m in models})
+        resolved = [self._resolved[m] for m in models]
         unknown = [m for m, r in zip(models, resolved) if r is None]
         if unknown:
             raise KeyError(
-                f"the predictor has no embedding for model(s) {unknown}; it knows {known}. "
+                f"the predictor has no embedding for model(s) {unknown}; it knows {self.models}. "
                 f"Learn one with Predictor.add_model(name, prompts, correct)"
             )
         return resolved
@@ -442,6 +451,8 @@ class Predictor:
         self.members = [self.member_of(network) for network in networks]
         self.column_models.append(name)
         self.column_datasets.append(self.column_datasets[like])
+        self.__dict__.pop("_layout", None)
+        self._resolved.clear()
 
     def report(self, prompts: list[str], correct: np.ndarray) -> dict[str, dict[str, float]]:
         """Per-model log-loss, AUC, Brier and ECE of the calibrated probabilities."""

@@ -67,7 +67,7 @@ class StaticEncoder:
         encoder interface; nothing is worth caching at this speed)."""
         self._load()
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for row, encoding in enumerate(self._tokenizer.encode_batch_fast(list(texts), add_special_tokens=False)):
+        for row, encoding in enumerate([self._tokenizer.encode(text, add_special_tokens=False) for text in texts]):
             ids = [i for i in encoding.ids if i != self._unknown][: self.max_length]
             if ids:
                 out[row] = self._embeddings[ids].mean(axis=0)

@@ -126,6 +126,7 @@ class Router:
         self._sources = [
             known or (resolve(m.prior_like, predictor.models) if m.prior_like else None) for m, known in zip(pool.models, labelled)
         ]
+        self._unlabelled = [known is None for known in labelled]
         self.pool = pool
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
@@ -328,7 +329,7 @@ class Router:
                     predicted_quality=float(quality[row, j]),
                     estimated_cost_usd=float(cost[row, j]),
                     excluded_by=selection.excluded_by[row, j],
-                    unlabelled=self._sources[j] is None or known_as(self.pool.models[j], self.predictor.models) is None,
+                    unlabelled=self._unlabelled[j],
                 )
                 for j in order
             ]

@@ -39,6 +39,7 @@ from tests.fake_openai import USAGE, FakeOpenAI
 
 CHEAP, MID, STRONG = TRIO
 SECRET, OTHER = "rt-test-secret", "rt-other-secret"
+PARIS = {"name": "Paris", "population": 2100000}
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -58,7 +59,7 @@ def capable_router():
 def upstreams(**fakes: FakeOpenAI) -> dict[str, ChatOpenAI]:
     """A real ChatOpenAI per pool model, each on its own fake endpoint (default: a healthy one)."""
     return {name: ChatOpenAI(model=name, api_key="sk-upstream", base_url="http://upstream.invalid/v1", max_retries=0,
-                             stream_usage=True, **fakes.get(name, FakeOpenAI()).clients()) for name in TRIO}
+                             stream_usage=True, **fakes.get(name, FakeOpenAI(structured=PARIS)).clients()) for name in TRIO}
 
 
 def make_app(models=None, router=None, keys=None, **config):
@@ -376,6 +377,7 @@ def test_sync_sdk_langchain_and_llama_index_clients(live):
     assert "".join(c.content for c in chat.stream("What is the capital of France?")) == "Paris is the capital of France."
     called = chat.bind_tools([City]).invoke("Make a city")
     assert called.tool_calls[0]["name"] == "City"
+    assert chat.with_structured_output(City).invoke("Describe Paris") == City(**PARIS)
 
     from llama_index.core.llms import ChatMessage
     from llama_index.llms.openai_like import OpenAILike
@@ -467,3 +469,15 @@ def test_serving_readme_examples_run_as_written(tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_a_pool_model_that_cannot_be_built_is_named(monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = ServerConfig.from_data({"pool": [{"name": "gpt-4o-mini", "provider": "openai", "prior_like": CHEAP}]})
+    with pytest.raises(ValueError, match="pool model 'gpt-4o-mini': cannot build its chat model"):
+        create_app(config)
+    unset = ServerConfig.from_data({"pool": [{"name": "mine", "price_in_per_mtok": 1, "price_out_per_mtok": 1, "context_window": 8192,
+                                              "prior_like": CHEAP, "openai_compatible": {"base_url": "http://127.0.0.1:9/v1",
+                                                                                         "api_key_env": "ROUTOO_TEST_UNSET"}}]})
+    with pytest.raises(ValueError, match="ROUTOO_TEST_UNSET is not set"):
+        create_app(unset)

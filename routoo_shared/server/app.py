@@ -104,10 +104,10 @@ class RoutingService:
     def __init__(self, config: ServerConfig, chat_models: dict[str, BaseChatModel] | None = None,
                  router: Router | None = None, make_budget: BudgetFactory = default_budget, store: str | None = None):
         self.config = config
-        router = router or config.router()
+        chat_models = chat_models or config.chat_models()  # before the predictor loads: a missing key fails fast
         defaults = config.settings.model_dump(exclude_none=True)
         model_fields = {k: defaults.pop(k) for k in CHAT_MODEL_FIELDS if k in defaults}
-        self.chat = RoutooChatModel(models=chat_models or config.chat_models(), router=router, sticky=config.sticky,
+        self.chat = RoutooChatModel(models=chat_models, router=router or config.router(), sticky=config.sticky,
                                     store=store, **model_fields)
         self.defaults = defaults
         self.health = self.chat.health  # made now, so every per-request copy shares it

@@ -72,7 +72,16 @@ class PoolModel(BaseModel):
         return cls(spec=ModelSpec(**entry), openai_compatible=upstream)
 
     def chat_model(self):
-        """The LangChain chat model for this entry (built, not called: no network at start-up)."""
+        """The LangChain chat model for this entry (built, not called: no network at start-up); a
+        ``ValueError`` naming the model when it cannot be built (a missing API key or provider package)."""
+        try:
+            return self._build()
+        except ValueError:
+            raise
+        except Exception as error:  # the provider class's own complaint, e.g. openai.OpenAIError, ImportError
+            raise ValueError(f"pool model {self.spec.name!r}: cannot build its chat model: {error}") from error
+
+    def _build(self):
         spec = self.spec
         if spec.provider == "local":
             from langchain_routoo import LocalChatModel

@@ -40,7 +40,8 @@ from pydantic import BaseModel, Field, model_validator
 from routoo_shared.routing.messages import has_image
 from routoo_shared.routing.pool import ModelPool, fields_from_profile
 from routoo_shared.routing.cascade import AnswerEvidence
-from routoo_shared.routing.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls, Usage
+from routoo_shared.routing.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls
+from routoo_shared.routing.usage import Usage, read_usage
 from routoo_shared.routing.tokens import token_ids
 
 TAG_NOSTREAM = "nostream"  # langgraph.constants.TAG_NOSTREAM: LangGraph's message stream skips these runs
@@ -180,14 +181,28 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
                 await routed.aclose()
 
     # ----- routing
-    def _requirements(self, messages: list[BaseMessage], kwargs: dict[str, Any], streaming: bool) -> dict[str, Any]:
+    def _requirements(self, messages: list[BaseMessage], kwargs: dict[str, Any], streaming: bool,
+                      stop: list[str] | None) -> dict[str, Any]:
+        """``route_call``'s arguments besides the messages: output bounds, the tool schemas the chosen
+        model will be sent (a structured-output schema counts as one), capability flags."""
+        tools = list(kwargs.get("tools") or [])
+        if STRUCTURED in kwargs:
+            tools.append(convert_to_openai_tool(kwargs[STRUCTURED].schema))
         return {
             "max_tokens": kwargs.get("max_tokens", self.max_tokens),
+            "tools": tools or None,
+            "asked": partial(self._asked_tokens, kwargs, stop),
             "requires_tools": bool(kwargs.get("tools")),
             "requires_structured_output": STRUCTURED in kwargs,
             "requires_vision": has_image(messages),
             "prefer_streaming": streaming,
         }
+
+    def _asked_tokens(self, request: dict[str, Any], stop: list[str] | None, name: str) -> int | None:
+        """Output tokens pool model ``name`` will really ask its provider for: what its own class reports
+        to LangSmith for this request (``ls_max_tokens``: its own keyword and defaults), None when unknown."""
+        options = {k: v for k, v in request.items() if k not in ("tools", TOOL_OPTIONS, STRUCTURED)}
+        return self.models[name]._get_ls_params(stop=stop, **options).get("ls_max_tokens")
 
     def _request(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         request = dict(kwargs)
@@ -195,9 +210,13 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
             request.setdefault("max_tokens", self.max_tokens)
         return request
 
-    def _runnable(self, name: str, request: dict[str, Any]) -> Runnable:
-        """The chosen model with the caller's tools bound by its own bind_tools, after routing."""
+    def _runnable(self, name: str, request: dict[str, Any], streaming: bool = False) -> Runnable:
+        """The chosen model with the caller's tools bound by its own bind_tools, after routing; a stream
+        asks for its usage where the model can (``stream_usage``, e.g. OpenAI's ``include_usage``) and
+        the caller left it unset, so the budget is charged what the provider bills."""
         model, request = self._model(name), dict(request)
+        if streaming and "stream_usage" in type(model).model_fields and getattr(model, "stream_usage") is None:
+            request.setdefault("stream_usage", True)
         tools, options = request.pop("tools", None), request.pop(TOOL_OPTIONS, {})
         runnable = model.bind_tools(tools, **options) if tools else model
         return runnable.bind(**request) if request else runnable
@@ -234,7 +253,8 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
     # ----- generation
     def _generate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                   run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
+        request = self._request(kwargs)
+        call, request = self.route_call(messages, request, **self._requirements(messages, request, False, stop or self.stop))
         config, stop = _child_config(run_manager), stop or self.stop
         message = self.invoke_routed(call, lambda name: self._answer(name, messages, stop, request, config),
                                      _usage, _has_content, _evidence if _plain(request) else None)
@@ -242,7 +262,9 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
 
     async def _agenerate(self, messages: list[BaseMessage], stop: list[str] | None = None,
                          run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any) -> ChatResult:
-        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, False))
+        request = self._request(kwargs)
+        call, request = await self.aroute_call(messages, request,
+                                               **self._requirements(messages, request, False, stop or self.stop))
         config, stop = _child_config(run_manager, asynchronous=True), stop or self.stop
         message = await self.ainvoke_routed(call, lambda name: self._aanswer(name, messages, stop, request, config),
                                             _usage, _has_content, _evidence if _plain(request) else None)
@@ -250,7 +272,8 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
 
     def _stream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                 run_manager: CallbackManagerForLLMRun | None = None, **kwargs: Any) -> Iterator[ChatGenerationChunk]:
-        call, request = self.route_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True))
+        request = self._request(kwargs)
+        call, request = self.route_call(messages, request, **self._requirements(messages, request, True, stop or self.stop))
         config, stop = _child_config(run_manager), stop or self.stop
         if STRUCTURED in request:  # a structured answer arrives whole
             message = self.invoke_routed(call, lambda name: self._answer(name, messages, stop, request, config),
@@ -259,14 +282,16 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
             return
         first = FirstAnswer(lambda name: self._answer(name, messages, stop, request, config), _usage, _has_content,
                             _evidence, _as_chunk) if _plain(request) else None
-        pairs = self.stream_routed(call, lambda name: self._runnable(name, request).stream(messages, config, stop=stop),
+        pairs = self.stream_routed(call, lambda name: self._runnable(name, request, True).stream(messages, config, stop=stop),
                                    _chunks_usage, _has_content, first)
         yield from _routed_chunks(call, pairs)
 
     async def _astream(self, messages: list[BaseMessage], stop: list[str] | None = None,
                        run_manager: AsyncCallbackManagerForLLMRun | None = None, **kwargs: Any
                        ) -> AsyncIterator[ChatGenerationChunk]:
-        call, request = await self.aroute_call(messages, self._request(kwargs), **self._requirements(messages, kwargs, True))
+        request = self._request(kwargs)
+        call, request = await self.aroute_call(messages, request,
+                                               **self._requirements(messages, request, True, stop or self.stop))
         config, stop = _child_config(run_manager, asynchronous=True), stop or self.stop
         if STRUCTURED in request:
             message = await self.ainvoke_routed(call, lambda name: self._aanswer(name, messages, stop, request, config),
@@ -275,7 +300,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
             return
         first = FirstAnswer(lambda name: self._aanswer(name, messages, stop, request, config), _usage, _has_content,
                             _evidence, _as_chunk) if _plain(request) else None
-        pairs = self.astream_routed(call, lambda name: self._runnable(name, request).astream(messages, config, stop=stop),
+        pairs = self.astream_routed(call, lambda name: self._runnable(name, request, True).astream(messages, config, stop=stop),
                                     _chunks_usage, _has_content, first)
         parent = _PARENT_RUN.get()
         if parent is not None:
@@ -406,15 +431,14 @@ def _child_config(run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerFo
 
 
 def _usage(message: BaseMessage) -> Usage | None:
-    usage = getattr(message, "usage_metadata", None)
-    return Usage.checked(usage["input_tokens"], usage["output_tokens"], message.type) if usage else None
+    """The whole usage record of ``usage_metadata`` (totals and their input and output token details)."""
+    return read_usage(getattr(message, "usage_metadata", None) or None, message.type)
 
 
 def _chunks_usage(chunks: Sequence[BaseMessage]) -> Usage | None:
+    """A stream's usage: the sum of its chunks' (LangChain adds chunk usage the same way)."""
     reported = [usage for chunk in chunks if (usage := _usage(chunk)) is not None]
-    if not reported:
-        return None
-    return Usage(sum(u.input_tokens for u in reported), sum(u.output_tokens for u in reported))
+    return sum(reported[1:], reported[0]) if reported else None
 
 
 def _plain(request: dict[str, Any]) -> bool:

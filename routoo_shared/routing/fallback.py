@@ -13,7 +13,7 @@ import email.utils
 import math
 import time
 from collections.abc import Callable
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -35,12 +35,11 @@ FallbackPolicy = Callable[[BaseException], bool]
 
 
 class EmptyResponseError(RuntimeError):
-    """A model returned neither text nor tool calls (``input_tokens``/``output_tokens``: what it billed)."""
+    """A model returned neither text nor tool calls (``usage``: what it billed, a ``usage.Usage``, when reported)."""
 
-    def __init__(self, message: str, input_tokens: int | None = None, output_tokens: int | None = None):
+    def __init__(self, message: str, usage: Any = None):
         super().__init__(message)
-        self.input_tokens = input_tokens
-        self.output_tokens = output_tokens
+        self.usage = usage
 
 
 class AttemptTimeoutError(TimeoutError):

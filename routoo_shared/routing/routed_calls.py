@@ -41,6 +41,7 @@ from routoo_shared.routing.health import ModelHealth
 from routoo_shared.routing.messages import to_turns
 from routoo_shared.routing.router import Router, RoutingDecision
 from routoo_shared.routing.selector import Constraints
+from routoo_shared.routing.usage import Usage
 
 Result = TypeVar("Result")
 Chunk = TypeVar("Chunk")
@@ -59,23 +60,6 @@ FAILURE_WORDS = {
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
 }
 STICKY_CONVERSATIONS = 4096  # conversations remembered for sticky routing (least recently used dropped)
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens a model reported for one call."""
-
-    input_tokens: int
-    output_tokens: int
-
-    @classmethod
-    def checked(cls, input_tokens: Any, output_tokens: Any, model: str) -> "Usage":
-        """``InvalidUsageError`` unless both counts are non-negative whole numbers."""
-        for what, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-            whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
-            if isinstance(value, bool) or not whole or value < 0:
-                raise InvalidUsageError(f"{model} reported {what}={value!r}; expected a non-negative whole number")
-        return cls(int(input_tokens), int(output_tokens))
 
 
 @dataclass(frozen=True)
@@ -104,12 +88,16 @@ class RoutedCall:
     decision: RoutingDecision
     max_tokens: int | None = None
     timeout_s: float | None = None
+    prompt: Any = None  # the messages as routed, measured per model for its hold (None: the decision's size)
+    tools: list[dict[str, Any]] | None = None  # the tool schemas sent with them (OpenAI style)
+    asked: Callable[[str], int | None] | None = None  # output tokens each model is really asked for
     sticky_key: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     answered_by: str | None = None
     cooling: list[str] = field(default_factory=list)
     cascaded: dict[str, Any] | None = None  # the cascade's outcome, once its first model was called
     _hold: Reservation | None = None
+    _prompt_sizes: dict[str, int] = field(default_factory=dict)
 
     # ----- candidates
     def models(self) -> Iterator[str]:
@@ -197,17 +185,32 @@ class RoutedCall:
         for seconds in (self.timeout_s, spec.timeout_s, self.owner.timeout_s):
             if seconds is not None:
                 return seconds
-        return spec.attempt_timeout(self.decision.input_tokens, self.max_tokens)
+        return spec.attempt_timeout(self.input_tokens(name), self.output_bound(name))
+
+    # ----- what a model is asked for
+    def input_tokens(self, name: str) -> int:
+        """Prompt tokens ``name`` bills for this call: the prompt and tools measured with its tokenizer
+        (``ModelSpec.prompt_tokens``), else the routed size."""
+        if self.prompt is None:
+            return self.decision.input_tokens
+        if name not in self._prompt_sizes:
+            self._prompt_sizes[name] = self.owner.router.pool[name].prompt_tokens(self.prompt, self.tools)
+        return self._prompt_sizes[name]
+
+    def output_bound(self, name: str) -> int:
+        """Output tokens ``name`` may write: what its provider class really asks for (``asked``, given by
+        the integration), else the call's ``max_tokens``, capped by the spec's ``max_output_tokens``."""
+        asked = self.asked(name) if self.asked is not None else self.max_tokens
+        return self.owner.router.pool[name].output_bound(asked)
 
     # ----- budget
     def _reserve(self, name: str) -> Reservation | None:
         budget = self.owner.budget
         if budget is None:
             return None
-        spec = self.owner.router.pool[name]
-        expected = spec.cost(self.decision.input_tokens, min(spec.expected_output_tokens, spec.output_bound(self.max_tokens)))
-        worst = spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens))
-        return budget.reserve(name, expected, worst)
+        spec, prompt, bound = self.owner.router.pool[name], self.input_tokens(name), self.output_bound(name)
+        expected = spec.cost(prompt, min(spec.expected_output_tokens, bound))
+        return budget.reserve(name, expected, spec.worst_cost(prompt, bound))
 
     def _charge(self, usd: float | None) -> None:
         """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
@@ -220,11 +223,34 @@ class RoutedCall:
             self.owner.budget.settle(hold, usd)
 
     def _prompt_cost(self, name: str) -> float:
-        return self.owner.router.pool[name].cost(self.decision.input_tokens, 0)
+        return self.owner.router.pool[name].cost(self.input_tokens(name), 0)
+
+    def abandon(self, name: str, usage_of: Callable[[Any], Usage | None]) -> Callable[[bool, Any], None]:
+        """The attempt on ``name`` timed out, but its request runs on (a sync call's thread): its hold
+        stays until the request ends, then ``finish(ok, value)`` settles it to the usage its result
+        reports (the hold itself when it reports none), or as ``failed`` would for an error."""
+        hold, self._hold = self._hold, None
+        budget = self.owner.budget
+
+        def finish(ok: bool, value: Any) -> None:
+            if hold is None:
+                return
+            try:
+                usage = usage_of(value) if ok else None
+            except InvalidUsageError:
+                usage = None
+            if usage is not None:
+                budget.settle(hold, self._cost(name, usage))
+            elif ok or _billed(value):
+                budget.settle(hold, hold.held if ok else self._prompt_cost(name))
+            else:
+                budget.release(hold)
+
+        return finish
 
     # ----- outcomes
     def succeeded(self, name: str, usage: Usage | None) -> None:
-        """The model answered: charge its reported usage (else the routing estimate)."""
+        """The model answered: charge its reported usage (else its hold: the worst case)."""
         self.committed(name)
         self.owner.health.succeeded(name)
         self.ended(name, usage)
@@ -238,10 +264,13 @@ class RoutedCall:
             self.owner._remember(self.sticky_key, name)
 
     def ended(self, name: str, usage: Usage | None) -> None:
-        """A committed stream ended, broke off or was abandoned: charge its reported usage (else the
-        routing estimate: many providers report no usage on streams unless asked)."""
-        estimate = self.decision.candidate(name).estimated_cost_usd
-        self._charge(estimate if usage is None else self._cost(name, usage))
+        """A committed answer or stream ended, broke off or was abandoned: charge its reported usage, else
+        keep its hold (the worst case; never a guess from the visible text)."""
+        if usage is None:
+            hold = self._hold
+            self._charge(hold.held if hold is not None else None)
+        else:
+            self._charge(self._cost(name, usage))
 
     def broke(self, name: str, error: BaseException) -> None:
         """A committed stream failed midway: too late to fall back, but the model's health counts it."""
@@ -249,7 +278,7 @@ class RoutedCall:
             self.owner.health.failed(name, error)
 
     def _cost(self, name: str, usage: Usage) -> float:
-        return self.owner.router.pool[name].cost(usage.input_tokens, usage.output_tokens)
+        return self.owner.router.pool[name].price(usage)
 
     def failed(self, name: str, error: BaseException, usage: Usage | None = None) -> bool:
         """Settle the attempt's hold for ``error``; True when the next model should take over.
@@ -257,9 +286,9 @@ class RoutedCall:
         Billed work is charged: reported usage, else the prompt for an empty answer, a timeout, a
         cancellation or an interrupt (the provider had the request); other errors release the hold.
         """
-        if usage is None and isinstance(error, EmptyResponseError) and error.output_tokens is not None:
-            usage = Usage.checked(error.input_tokens or 0, error.output_tokens, name)
-        billed = isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
+        if usage is None and isinstance(error, EmptyResponseError):
+            usage = error.usage
+        billed = _billed(error)
         if usage is not None:
             self._charge(self._cost(name, usage))
         elif isinstance(error, InvalidUsageError):
@@ -413,6 +442,8 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        asked: Callable[[str], int | None] | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """The routed call, and the call's kwargs without the routing settings.
@@ -420,8 +451,11 @@ class RoutedCalls(BaseModel):
         Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``);
         ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs
         (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable models when
-        any is eligible. ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an
-        unknown forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
+        any is eligible. ``tools`` (OpenAI-style schemas the call sends) count in the prompt's size, as
+        providers bill them. The budget holds, for each model, the output ``asked(name)`` says its
+        provider class will really ask for (None: unknown), else ``max_tokens``, else the spec's
+        ``max_output_tokens``. Raises ``KeyError`` for an unknown forced model,
+        ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
         """
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
@@ -440,11 +474,13 @@ class RoutedCalls(BaseModel):
         kept = self._sticky_models.get(key) if key is not None else None
         decision = None
         if kept is not None and kept in self.router.eligible(self.router.constraints.merged(**constraints)):
-            decision = self.router.route(messages, budget=self.budget, **{**constraints, "allowed_models": [kept]})
+            decision = self.router.route(messages, budget=self.budget, tools=tools, **{**constraints, "allowed_models": [kept]})
             decision = decision.model_copy(update={"sticky": True})
         if decision is None:
-            decision = self.router.route(messages, budget=self.budget, cascade=self.cascade, **constraints)
-        return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key), call
+            decision = self.router.route(messages, budget=self.budget, cascade=self.cascade, tools=tools, **constraints)
+        routed = RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key,
+                            prompt=messages, tools=tools, asked=asked)
+        return routed, call
 
     async def aroute_call(
         self,
@@ -452,11 +488,13 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        asked: Callable[[str], int | None] | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
         concurrent calls share predictor passes (``routoo_shared.routing.batching``)."""
-        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, **requirements)
+        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, tools=tools, asked=asked, **requirements)
         return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 
     def _conversation_key(self, messages: Any) -> str | None:
@@ -479,7 +517,8 @@ class RoutedCalls(BaseModel):
         results, evidence = [], []
         for name in call.first_stage(first):
             try:
-                result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
+                result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name,
+                                       partial(call.abandon, name, first.usage_of))
                 usage = first.usage_of(result)
             except BaseException as error:
                 if not call.first_failed(name, error):
@@ -521,7 +560,7 @@ class RoutedCalls(BaseModel):
             return answer
         for name in call.models():
             try:
-                result = timeouts.call(lambda: invoke(name), call.timeout(name), name)
+                result = timeouts.call(lambda: invoke(name), call.timeout(name), name, partial(call.abandon, name, usage_of))
                 usage = usage_of(result)
                 if not has_content(result):
                     raise _empty(usage)
@@ -675,9 +714,13 @@ _ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-
 
 
 def _empty(usage: Usage | None, message: str = "the model returned an empty answer") -> EmptyResponseError:
-    if usage is None:
-        return EmptyResponseError(message)
-    return EmptyResponseError(message, usage.input_tokens, usage.output_tokens)
+    return EmptyResponseError(message, usage)
+
+
+def _billed(error: BaseException) -> bool:
+    """Whether the provider bills an attempt that ended in ``error``: an empty answer, a timeout, an
+    unreadable usage report, a cancellation or an interrupt (it had the request); not other errors."""
+    return isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
 
 
 def _safe_usage(usage_of: Callable[[Sequence[Chunk]], Usage | None], seen: Sequence[Chunk]) -> Usage | None:

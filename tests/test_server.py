@@ -115,6 +115,8 @@ async def test_stream_carries_the_record_and_usage_on_its_last_chunk(app):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     last = chunks[-1]
     assert last.usage.total_tokens == USAGE["total_tokens"] and last.model_extra["routoo"]["answered_by"] == last.model
+    spec = app.state.service.chat.router.pool[last.model]
+    assert last.model_extra["routoo"]["cost_usd"] == pytest.approx(spec.cost(USAGE["prompt_tokens"], USAGE["completion_tokens"]))
     assert all(c.model == last.model for c in chunks) and budget(app).reserved_usd == 0
 
 

@@ -97,6 +97,21 @@ async def test_server_workers_on_one_store_share_each_keys_budget(redis_server):
     assert shared.spent_usd <= total + max(spec.cost(20, spec.max_output_tokens) for spec in capable_router().pool.models)
 
 
+async def test_server_workers_on_one_store_share_each_keys_request_window(redis_server):
+    from routoo_shared.server.app import create_app
+    from routoo_shared.server.config import ServerConfig
+    from tests.test_server import QUESTION, SECRET, capable_router, digest, sdk, upstreams
+
+    config = ServerConfig.from_data({"pool": "local", "keys": [{"name": "limited", "sha256": digest(SECRET),
+                                                                "requests_per_minute": 3}]})
+    workers = [create_app(config, chat_models=upstreams(), router=capable_router(), store=redis_server.url) for _ in range(2)]
+    for turn in range(3):
+        await sdk(workers[turn % 2]).chat.completions.create(model="routoo", messages=QUESTION)
+    with pytest.raises(openai.RateLimitError) as caught:  # the 4th of the minute, whichever worker takes it
+        await sdk(workers[1]).chat.completions.create(model="routoo", messages=QUESTION)
+    assert "3 requests per minute" in str(caught.value) and 0 < float(caught.value.response.headers["retry-after"]) <= 60
+
+
 def test_serve_refuses_several_workers_without_a_shared_store():
     from tests.test_server import cli
 

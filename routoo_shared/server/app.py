@@ -111,7 +111,12 @@ class RoutingService:
                                     store=store, **model_fields)
         self.defaults = defaults
         self.health = self.chat.health  # made now, so every per-request copy shares it
-        self.keyring = Keyring(config.keys, make_budget)
+        window = None
+        if store is not None:  # every worker counts each key's requests in one window
+            from routoo_shared.stores.redis_store import RedisRequestWindow
+
+            window = RedisRequestWindow(store)
+        self.keyring = Keyring(config.keys, make_budget, window)
         self.metrics = ServerMetrics(self.keyring, self.health, self.pool_names)
         self._check_names()
 
@@ -303,8 +308,8 @@ def create_app(config: ServerConfig, chat_models: dict[str, BaseChatModel] | Non
                make_budget: BudgetFactory = default_budget, store: str | None = None) -> FastAPI:
     """The server for ``config``. ``chat_models`` and ``router`` replace the ones the config builds (tests,
     or a worker that has them already); ``make_budget`` makes every key's budget. With ``store``
-    (``redis://host:port/db``) the keys' budgets and the models' cooldowns live in Redis, shared by
-    every worker and host serving the same config."""
+    (``redis://host:port/db``) the keys' budgets and request windows and the models' cooldowns live in
+    Redis, shared by every worker and host serving the same config."""
     if store is not None and make_budget is default_budget:
         make_budget = shared_budgets(store)
     service = RoutingService(config, chat_models, router, make_budget, store)

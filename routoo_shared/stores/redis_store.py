@@ -64,6 +64,9 @@ return redis.call('GET', KEYS[1])
 # ARGV: hold id, expected USD, worst USD, lease ms. The rule of budget_store.admitted_usd.
 RESERVE = _NOW + _REAP + _STATE + """
 local total = tonumber(redis.call('GET', KEYS[1]))
+if not total then
+  return redis.error_reply('ROUTOO_NO_BUDGET the budget is not in Redis (deleted, or Redis restarted without persistence)')
+end
 local left = total - spent - held
 local amount = nil
 if tonumber(ARGV[3]) <= left then amount = ARGV[3]
@@ -187,6 +190,8 @@ class RedisBudgetStore:
         try:
             amount, left, open_holds = self._run("reserve", hold_id, repr(expected_usd), repr(worst_usd),
                                                  int(self.lease_s * 1000))
+        except redis.ResponseError as error:  # Redis answered, and the budget is not there: never admitted
+            raise StoreUnavailableError(f"budget {self.name!r} in {self.url}: {error}") from error
         except redis.RedisError as error:
             if self.on_unavailable == "refuse":
                 raise StoreUnavailableError(

@@ -1,5 +1,5 @@
-"""Budgets, cooldowns, sticky conversations and request windows shared by every process and host that
-points at one Redis server.
+"""Budgets, cooldowns, sticky conversations, request windows and the feedback log shared by every
+process and host that points at one Redis server.
 
 Every decision is one Lua script run on the Redis server, so no two processes can both take the last
 dollar (a read-then-write from clients could). The keys of one budget share a hash tag (``{team-a}:spent``,
@@ -22,10 +22,13 @@ import threading
 import time
 import uuid
 import weakref
+from pathlib import Path
 from typing import Literal
 
 import redis
 
+from routoo_shared.data.feedback import FeedbackLog
+from routoo_shared.data.formats import Question, write_questions
 from routoo_shared.routing.budget import BudgetExhaustedError
 from routoo_shared.routing.budget_store import Admission, BudgetTotals
 from routoo_shared.routing.fallback import is_rate_limit, retry_after_s
@@ -422,3 +425,29 @@ class RedisRequestWindow:
             log.warning("request window %s unreachable; admitting a request of %s: %s", self.url, key, error)
             return None
         return None if int(wait_ms) < 0 else int(wait_ms) / 1000
+
+
+class RedisFeedbackLog(FeedbackLog):
+    """``FeedbackLog`` on a Redis stream (``XADD``), which every worker and host appends to; ``export``
+    writes it as the questions file ``routoo train --train`` reads. A row Redis does not take raises
+    the client's ``redis.RedisError`` (feedback is never dropped silently)."""
+
+    def __init__(self, url: str, stream: str = "routoo:feedback"):
+        self.url, self.stream = url, checked_name(stream, "a feedback stream's name")
+        self.client = connect(url)
+
+    def __reduce__(self):
+        return type(self), (self.url, self.stream)
+
+    def _append(self, question: Question) -> None:
+        self.client.xadd(self.stream, {"row": question.model_dump_json(exclude_none=True)})
+
+    def read(self) -> list[Question]:
+        """Every recorded row, oldest first."""
+        return [Question.model_validate_json(fields[b"row"]) for _, fields in self.client.xrange(self.stream)]
+
+    def export(self, path: str | Path) -> int:
+        """Write every row to ``path`` (JSONL, the dataset format); how many."""
+        rows = self.read()
+        write_questions(rows, Path(path))
+        return len(rows)

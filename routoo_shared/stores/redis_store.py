@@ -138,6 +138,18 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+class NamedClient:
+    """A client of the Redis server at ``url`` for the state named ``name`` (no braces); pickles (to
+    worker processes) by the two, and reconnects there."""
+
+    def __init__(self, url: str, name: str):
+        self.url, self.name = url, checked_name(name, f"a {type(self).__name__}'s name")
+        self.client = connect(url)
+
+    def __reduce__(self):
+        return type(self), (self.url, self.name)
+
+
 class RedisBudgetStore:
     """One named budget in Redis, shared by every process that opens it (``RoutooBudget(store=...)``).
 
@@ -362,18 +374,14 @@ class RedisModelHealth(ModelHealth):
         return {model: int(ms) / 1000 for model, ms in zip(models, left)}
 
 
-class RedisConversationStore:
+class RedisConversationStore(NamedClient):
     """Sticky routing's conversations in Redis (the ``ConversationStore`` of ``RoutedCalls.conversations``),
     so every worker keeps a thread on one model. Each key expires ``ttl_s`` after its last turn. Redis
     out of reach: a lookup finds nothing (the call is routed afresh) and a turn is not remembered, both
     logged; no call fails for it."""
 
     def __init__(self, url: str, name: str = "routoo"):
-        self.url, self.name = url, checked_name(name, "a conversation store's name")
-        self.client = connect(url)
-
-    def __reduce__(self):
-        return type(self), (self.url, self.name)
+        super().__init__(url, name)
 
     def _key(self, key: str) -> str:
         return f"routoo:conversations:{self.name}:{key}"
@@ -407,14 +415,13 @@ return -1
 """
 
 
-class RedisRequestWindow:
+class RedisRequestWindow(NamedClient):
     """Each API key's requests over the last minute, counted in Redis for every worker of
     ``routoo serve --workers N`` (one atomic script a request). Redis out of reach: the request is
     admitted and the miss logged (budgets, not rate limits, guard the money)."""
 
     def __init__(self, url: str, name: str = "routoo"):
-        self.url, self.name = url, checked_name(name, "a request window's name")
-        self.client = connect(url)
+        super().__init__(url, name)
         self._admit = self.client.register_script(RATE_ADMIT)
 
     def admit(self, key: str, limit: int) -> float | None:
@@ -427,24 +434,20 @@ class RedisRequestWindow:
         return None if int(wait_ms) < 0 else int(wait_ms) / 1000
 
 
-class RedisFeedbackLog(FeedbackLog):
-    """``FeedbackLog`` on a Redis stream (``XADD``), which every worker and host appends to; ``export``
-    writes it as the questions file ``routoo train --train`` reads. A row Redis does not take raises
-    the client's ``redis.RedisError`` (feedback is never dropped silently)."""
+class RedisFeedbackLog(NamedClient, FeedbackLog):
+    """``FeedbackLog`` on the Redis stream ``name`` (``XADD``), which every worker and host appends to;
+    ``export`` writes it as the questions file ``routoo train --train`` reads. A row Redis does not
+    take raises the client's ``redis.RedisError`` (feedback is never dropped silently)."""
 
-    def __init__(self, url: str, stream: str = "routoo:feedback"):
-        self.url, self.stream = url, checked_name(stream, "a feedback stream's name")
-        self.client = connect(url)
-
-    def __reduce__(self):
-        return type(self), (self.url, self.stream)
+    def __init__(self, url: str, name: str = "routoo-feedback"):
+        super().__init__(url, name)
 
     def _append(self, question: Question) -> None:
-        self.client.xadd(self.stream, {"row": question.model_dump_json(exclude_none=True)})
+        self.client.xadd(self.name, {"row": question.model_dump_json(exclude_none=True)})
 
     def read(self) -> list[Question]:
         """Every recorded row, oldest first."""
-        return [Question.model_validate_json(fields[b"row"]) for _, fields in self.client.xrange(self.stream)]
+        return [Question.model_validate_json(fields[b"row"]) for _, fields in self.client.xrange(self.name)]
 
     def export(self, path: str | Path) -> int:
         """Write every row to ``path`` (JSONL, the dataset format); how many."""

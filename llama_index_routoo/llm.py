@@ -48,6 +48,7 @@ from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMCompletionEndEvent
 from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import LLM, ToolSelection, default_completion_to_prompt
+from llama_index.core.program.function_program import get_function_tool
 from llama_index.core.prompts import BasePromptTemplate
 from llama_index.core.schema import BaseComponent
 from llama_index.core.types import PydanticProgramMode
@@ -56,8 +57,8 @@ from pydantic import ConfigDict, model_validator
 from routoo_shared.routing.messages import has_image
 from routoo_shared.routing.pool import ModelPool
 from routoo_shared.routing.cascade import AnswerEvidence
-from routoo_shared.routing.routed_calls import FirstAnswer, RoutedCall, RoutedCalls, Usage
-from routoo_shared.routing.tokens import count_tokens
+from routoo_shared.routing.routed_calls import FirstAnswer, RoutedCall, RoutedCalls
+from routoo_shared.routing.usage import Usage, lookup, read_usage
 
 TOOLS_KEY = "routoo_tools"  # tools travel as given until the chosen LLM formats them
 Result = TypeVar("Result")
@@ -172,77 +173,86 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     # ----- message calls
     def _message_call(
         self, payload: Any, kwargs: dict[str, Any], streaming: bool
-    ) -> tuple[dict[str, Any], dict[str, bool], Callable[[str, str, dict[str, Any]], Any]]:
-        """(kwargs for ``route_call``, capability flags, send(name, method, call kwargs))."""
+    ) -> tuple[dict[str, Any], dict[str, Any], Callable[[str, str, dict[str, Any]], Any]]:
+        """(kwargs for ``route_call``, its other arguments, send(name, method, call kwargs)).
+
+        The other arguments: the output bounds, the tool schemas measured in the prompt, and the
+        capability flags; ``send`` passes each LLM the keywords its class reads (``provider_call``)."""
         kwargs = dict(kwargs)
         tools = kwargs.pop(TOOLS_KEY, None)
-        needs = self._needs(payload, requires_streaming=streaming, requires_tools=tools is not None)
+        routing = self._routing(payload, kwargs, [_tool_schema(tool) for tool in tools or ()], streaming,
+                                requires_streaming=streaming, requires_tools=tools is not None)
 
         def send(name: str, method: str, call: dict[str, Any]) -> Any:
             llm = self.llms[name]
+            call, _ = provider_call(llm, call, streaming and "stream" in method)
             if tools is None:
                 return getattr(llm, method)(payload, **call)
             prepared = llm._prepare_chat_with_tools_compat(tools, chat_history=list(payload), **call)
             return getattr(llm, method)(**prepared)
 
-        return kwargs, needs, send
+        return kwargs, routing, send
+
+    def _routing(self, payload: Any, kwargs: dict[str, Any], tools: list[dict[str, Any]], streaming: bool,
+                 **needs: bool) -> dict[str, Any]:
+        """``route_call``'s arguments besides the messages and kwargs: the call's ``max_tokens``, what
+        each pool LLM's class will really ask for (``provider_call``), the tool schemas, the flags."""
+        asked = lambda name: provider_call(self.llms[name], kwargs, streaming)[1]  # noqa: E731
+        return {"max_tokens": kwargs.get("max_tokens"), "asked": asked, "tools": tools or None, **self._needs(payload, **needs)}
 
     def _call(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Any:
-        kwargs, needs, send = self._message_call(payload, kwargs, streaming=False)
-        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
-        usage_of = _usage_reader(call)
-        evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
+        kwargs, routing, send = self._message_call(payload, kwargs, streaming=False)
+        call, rest = self.route_call(payload, kwargs, **routing)
+        evidence = _evidence_reader(_reported_usage) if not routing.get("requires_tools") else None
         response = self.invoke_routed(
-            call, lambda name: _named(send(name, method, rest), name), usage_of, _has_content, evidence
+            call, lambda name: _named(send(name, method, rest), name), _reported_usage, _has_content, evidence
         )
         return _annotated(response, self._record(call))
 
     async def _acall(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Any:
-        kwargs, needs, send = self._message_call(payload, kwargs, streaming=False)
-        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        kwargs, routing, send = self._message_call(payload, kwargs, streaming=False)
+        call, rest = await self.aroute_call(payload, kwargs, **routing)
 
         async def invoke(name: str) -> Any:
             return _named(await send(name, method, rest), name)
 
-        usage_of = _usage_reader(call)
-        evidence = _evidence_reader(usage_of) if not needs.get("requires_tools") else None
-        response = await self.ainvoke_routed(call, invoke, usage_of, _has_content, evidence)
+        evidence = _evidence_reader(_reported_usage) if not routing.get("requires_tools") else None
+        response = await self.ainvoke_routed(call, invoke, _reported_usage, _has_content, evidence)
         return _annotated(response, self._record(call))
 
     def _stream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> Iterator[Any]:
         """Routed on the first iteration; every chunk names the LLM that answered."""
-        kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
-        call, rest = self.route_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
-        first = self._first_answer_reader(call, needs, lambda name: _named(send(name, _whole(method), rest), name))
+        kwargs, routing, send = self._message_call(payload, kwargs, streaming=True)
+        call, rest = self.route_call(payload, kwargs, **routing)
+        first = self._first_answer_reader(routing, lambda name: _named(send(name, _whole(method), rest), name))
         record = None
         for name, chunk in self.stream_routed(
-            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
+            call, lambda name: send(name, method, rest), _stream_usage, _has_content, first
         ):
             record = record or self._record(call)
             yield _annotated(_named(chunk, name), record)
 
     async def _astream(self, method: str, payload: Any, kwargs: dict[str, Any]) -> AsyncIterator[Any]:
-        kwargs, needs, send = self._message_call(payload, kwargs, streaming=True)
-        call, rest = await self.aroute_call(payload, kwargs, kwargs.get("max_tokens"), **needs)
+        kwargs, routing, send = self._message_call(payload, kwargs, streaming=True)
+        call, rest = await self.aroute_call(payload, kwargs, **routing)
 
         async def whole(name: str) -> Any:
             return _named(await send(name, _whole(method), rest), name)
 
-        first = self._first_answer_reader(call, needs, whole)
+        first = self._first_answer_reader(routing, whole)
         record = None
         async for name, chunk in self.astream_routed(
-            call, lambda name: send(name, method, rest), _stream_usage_reader(call), _has_content, first
+            call, lambda name: send(name, method, rest), _stream_usage, _has_content, first
         ):
             record = record or self._record(call)
             yield _annotated(_named(chunk, name), record)
 
     @staticmethod
-    def _first_answer_reader(call: RoutedCall, needs: dict[str, bool], invoke: Callable[[str], Any]) -> FirstAnswer | None:
+    def _first_answer_reader(routing: dict[str, Any], invoke: Callable[[str], Any]) -> FirstAnswer | None:
         """How a stream's cascade calls its first LLM whole (text calls only): the answer becomes one chunk."""
-        if needs.get("requires_tools"):
+        if routing.get("requires_tools"):
             return None
-        usage_of = _usage_reader(call)
-        return FirstAnswer(invoke, usage_of, _has_content, _evidence_reader(usage_of), _as_whole_chunk)
+        return FirstAnswer(invoke, _reported_usage, _has_content, _evidence_reader(_reported_usage), _as_whole_chunk)
 
     def _record(self, call: RoutedCall) -> dict[str, Any]:
         record = call.record()
@@ -382,33 +392,36 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
             record = record or self._record(call)
             yield captured.value
 
-    def _template_route(self, prompt: BasePromptTemplate, prompt_args: dict[str, Any], llm_kwargs: dict[str, Any] | None, **needs: bool):
-        """(the messages the router reads, kwargs for ``route_call``, capability flags)."""
-        messages = prompt.format_messages(**prompt_args)
-        return messages, dict(llm_kwargs or {}), self._needs(messages, **needs)
+    def _template_route(self, prompt: BasePromptTemplate, prompt_args: dict[str, Any], llm_kwargs: dict[str, Any] | None,
+                        output_cls: type | None = None, **needs: bool):
+        """(the messages the router reads, kwargs for ``route_call``, its other arguments); a structured
+        call's output class counts in the prompt as the tool schema function-calling LLMs are sent."""
+        messages, kwargs = prompt.format_messages(**prompt_args), dict(llm_kwargs or {})
+        tools = [_tool_schema(get_function_tool(output_cls))] if output_cls is not None else []
+        return messages, kwargs, self._routing(messages, kwargs, tools, needs.get("requires_streaming", False), **needs)
 
     def predict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
         """The chosen LLM's ``predict``: its own chat or completion path and prompt formatting."""
-        messages, kwargs, needs = self._template_route(prompt, prompt_args, None)
-        call, _ = self.route_call(messages, kwargs, **needs)
+        messages, kwargs, routing = self._template_route(prompt, prompt_args, None)
+        call, _ = self.route_call(messages, kwargs, **routing)
         return self._template_call(call, lambda llm: llm.predict(prompt, **prompt_args))
 
     async def apredict(self, prompt: BasePromptTemplate, **prompt_args: Any) -> str:
-        messages, kwargs, needs = self._template_route(prompt, prompt_args, None)
-        call, _ = await self.aroute_call(messages, kwargs, **needs)
+        messages, kwargs, routing = self._template_route(prompt, prompt_args, None)
+        call, _ = await self.aroute_call(messages, kwargs, **routing)
         return await self._atemplate_call(call, lambda llm: llm.apredict(prompt, **prompt_args))
 
     def stream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> Iterator[str]:
         """The chosen LLM's ``stream`` (text deltas); routed on the first iteration."""
-        messages, kwargs, needs = self._template_route(prompt, prompt_args, None, requires_streaming=True)
-        call, _ = self.route_call(messages, kwargs, **needs)
+        messages, kwargs, routing = self._template_route(prompt, prompt_args, None, requires_streaming=True)
+        call, _ = self.route_call(messages, kwargs, **routing)
         yield from self._template_stream(call, lambda llm: llm.stream(prompt, **prompt_args))
 
     async def astream(self, prompt: BasePromptTemplate, **prompt_args: Any) -> AsyncIterator[str]:
-        messages, kwargs, needs = self._template_route(prompt, prompt_args, None, requires_streaming=True)
+        messages, kwargs, routing = self._template_route(prompt, prompt_args, None, requires_streaming=True)
 
         async def deltas() -> AsyncIterator[str]:
-            call, _ = await self.aroute_call(messages, kwargs, **needs)
+            call, _ = await self.aroute_call(messages, kwargs, **routing)
             async for delta in self._atemplate_stream(call, lambda llm: llm.astream(prompt, **prompt_args)):
                 yield delta
 
@@ -419,45 +432,45 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     ) -> Any:
         """Routed among structured-output-capable LLMs (``ModelSpec.supports_structured_output``); the
         chosen LLM's own ``structured_predict`` (JSON schema, function calling or text parsing)."""
-        messages, kwargs, needs = self._template_route(prompt, prompt_args, llm_kwargs, requires_structured_output=True)
-        call, rest = self.route_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+        messages, kwargs, routing = self._template_route(prompt, prompt_args, llm_kwargs, output_cls, requires_structured_output=True)
+        call, rest = self.route_call(messages, kwargs, **routing)
         return self._template_call(
-            call, lambda llm: llm.structured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args)
+            call, lambda llm: llm.structured_predict(output_cls, prompt, llm_kwargs=provider_call(llm, rest, False)[0], **prompt_args)
         )
 
     async def astructured_predict(
         self, output_cls: type, prompt: BasePromptTemplate, llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
     ) -> Any:
-        messages, kwargs, needs = self._template_route(prompt, prompt_args, llm_kwargs, requires_structured_output=True)
-        call, rest = await self.aroute_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+        messages, kwargs, routing = self._template_route(prompt, prompt_args, llm_kwargs, output_cls, requires_structured_output=True)
+        call, rest = await self.aroute_call(messages, kwargs, **routing)
         return await self._atemplate_call(
-            call, lambda llm: llm.astructured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args)
+            call, lambda llm: llm.astructured_predict(output_cls, prompt, llm_kwargs=provider_call(llm, rest, False)[0], **prompt_args)
         )
 
     def stream_structured_predict(
         self, output_cls: type, prompt: BasePromptTemplate, llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
     ) -> Iterator[Any]:
         """Partial objects from the chosen LLM's own ``stream_structured_predict``; routed on the first iteration."""
-        messages, kwargs, needs = self._template_route(
-            prompt, prompt_args, llm_kwargs, requires_structured_output=True, requires_streaming=True
+        messages, kwargs, routing = self._template_route(
+            prompt, prompt_args, llm_kwargs, output_cls, requires_structured_output=True, requires_streaming=True
         )
-        call, rest = self.route_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+        call, rest = self.route_call(messages, kwargs, **routing)
         yield from self._template_stream(
-            call, lambda llm: llm.stream_structured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args)
+            call, lambda llm: llm.stream_structured_predict(output_cls, prompt, llm_kwargs=provider_call(llm, rest, False)[0], **prompt_args)
         )
 
     async def astream_structured_predict(
         self, output_cls: type, prompt: BasePromptTemplate, llm_kwargs: dict[str, Any] | None = None, **prompt_args: Any
     ) -> AsyncIterator[Any]:
-        messages, kwargs, needs = self._template_route(
-            prompt, prompt_args, llm_kwargs, requires_structured_output=True, requires_streaming=True
+        messages, kwargs, routing = self._template_route(
+            prompt, prompt_args, llm_kwargs, output_cls, requires_structured_output=True, requires_streaming=True
         )
 
         async def partials() -> AsyncIterator[Any]:
-            call, rest = await self.aroute_call(messages, kwargs, kwargs.get("max_tokens"), **needs)
+            call, rest = await self.aroute_call(messages, kwargs, **routing)
             stream = self._atemplate_stream(
                 call,
-                lambda llm: llm.astream_structured_predict(output_cls, prompt, llm_kwargs=dict(rest), **prompt_args),
+                lambda llm: llm.astream_structured_predict(output_cls, prompt, llm_kwargs=provider_call(llm, rest, False)[0], **prompt_args),
             )
             async for partial in stream:
                 yield partial
@@ -521,9 +534,14 @@ def _as_whole_chunk(response: Any) -> Any:
     return response
 
 
-def _evidence_reader(usage_of: Callable[[Any], Usage]) -> Callable[[Any], AnswerEvidence]:
-    """What a cascade reads off a first answer: its text and the output tokens it used."""
-    return lambda response: AnswerEvidence.read(_text(response), output_tokens=usage_of(response).output_tokens)
+def _evidence_reader(usage_of: Callable[[Any], Usage | None]) -> Callable[[Any], AnswerEvidence]:
+    """What a cascade reads off a first answer: its text and the output tokens it used (when reported)."""
+
+    def evidence(response: Any) -> AnswerEvidence:
+        usage = usage_of(response)
+        return AnswerEvidence.read(_text(response), output_tokens=usage.output_tokens if usage is not None else None)
+
+    return evidence
 
 
 def _has_content(response: Any) -> bool:
@@ -531,53 +549,78 @@ def _has_content(response: Any) -> bool:
     return bool(_text(response) or getattr(response, "delta", None) or _tool_calls(response))
 
 
-def _field(source: Any, *names: str) -> Any:
-    for name in names:
-        value = source.get(name) if isinstance(source, dict) else getattr(source, name, None)
-        if value is not None:
-            return value
-    return None
-
-
 def _reported_usage(response: Any) -> Usage | None:
-    """Usage as LlamaIndex LLMs report it: ``raw["usage"]`` (OpenAI and friends: ``prompt_tokens``/
-    ``completion_tokens``; Anthropic: ``input_tokens``/``output_tokens``), else ``additional_kwargs``."""
+    """The whole usage a LlamaIndex LLM's response (or stream chunk) carries, read by ``usage.read_usage``
+    from its raw provider response first: ``raw.usage`` (OpenAI chat completions and their last stream
+    chunk, Anthropic messages and their ``message_delta`` events, the Responses API),
+    ``raw.response.usage`` (the Responses API's completed event), ``raw["usage_metadata"]`` (Gemini); then
+    ``additional_kwargs["usage"]`` of the response or its message; then the ``prompt_tokens``/
+    ``completion_tokens`` copies some LLMs keep in ``additional_kwargs``. None when nothing reports usage."""
     model = (response.additional_kwargs or {}).get("model_name", "a pool LLM")
-    for source in (_field(response.raw, "usage") if response.raw is not None else None, response.additional_kwargs):
-        if source is None:
-            continue
-        tokens_in, tokens_out = _field(source, "prompt_tokens", "input_tokens"), _field(source, "completion_tokens", "output_tokens")
-        if tokens_in is not None and tokens_out is not None:
-            return Usage.checked(tokens_in, tokens_out, model)
+    raw = response.raw
+    message = getattr(response, "message", None)
+    sources = (
+        lookup(raw, "usage"), lookup(raw, "response", "usage"), lookup(raw, "usage_metadata"),
+        lookup(response.additional_kwargs, "usage"), lookup(getattr(message, "additional_kwargs", None), "usage"),
+        response.additional_kwargs,
+    )
+    for source in sources:
+        usage = read_usage(source, model) if source else None
+        if usage is not None:
+            return usage
     return None
 
 
-def _usage_reader(call: RoutedCall) -> Callable[[Any], Usage]:
-    """The reported usage of a response, else its prompt (as routed) and its counted text and tool calls."""
-
-    def usage_of(response: Any) -> Usage:
-        reported = _reported_usage(response)
+def _stream_usage(chunks: Sequence[Any]) -> Usage | None:
+    """A stream's usage: that of the last chunk reporting one (OpenAI, Anthropic and the Responses API
+    report it at the end; it covers the whole stream)."""
+    for chunk in reversed(chunks):
+        reported = _reported_usage(chunk)
         if reported is not None:
             return reported
-        written = _text(response) + "".join(str(tool_call) for tool_call in _tool_calls(response))
-        return Usage(call.decision.input_tokens, count_tokens(written) if written else 0)
-
-    return usage_of
+    return None
 
 
-def _stream_usage_reader(call: RoutedCall) -> Callable[[Sequence[Any]], Usage | None]:
-    """A stream's usage: the last chunk that reports one (OpenAI sends it last), else the counted text
-    of the last chunk (LlamaIndex chunks carry the text so far)."""
-    usage_of = _usage_reader(call)
+def provider_call(llm: LLM, call: dict[str, Any], streaming: bool) -> tuple[dict[str, Any], int | None]:
+    """The keyword arguments to send ``llm`` for a call, and the output tokens it will really ask its
+    provider for (None: unknown, and then no per-call keyword shrinks the budget's hold).
 
-    def stream_usage(chunks: Sequence[Any]) -> Usage | None:
-        for chunk in reversed(chunks):
-            reported = _reported_usage(chunk)
-            if reported is not None:
-                return reported
-        return usage_of(chunks[-1]) if chunks else None
+    The framework's ``max_tokens`` is mapped to each class's own keyword and precedence: OpenAI's own
+    ``max_tokens`` and ``additional_kwargs`` win over a per-call one; the Responses API and Anthropic take
+    the per-call one first; GoogleGenAI reads only ``generation_config.max_output_tokens``. OpenAI streams
+    ask for their usage (``stream_options.include_usage``) unless the caller set ``stream_options``.
+    """
+    call, kinds = dict(call), {cls.__name__ for cls in type(llm).__mro__}
+    extra = getattr(llm, "additional_kwargs", None) or {}
+    if "OpenAIResponses" in kinds:
+        if "max_tokens" in call:
+            call.setdefault("max_output_tokens", call.pop("max_tokens"))
+        return call, _first(call.get("max_output_tokens"), extra.get("max_output_tokens"), llm.max_output_tokens)
+    if "OpenAI" in kinds:
+        if streaming and "stream_options" not in call and "stream_options" not in extra:
+            call["stream_options"] = {"include_usage": True}
+        sent = _first(extra.get("max_tokens"), llm.max_tokens, call.get("max_tokens"))
+        return call, _first(extra.get("max_completion_tokens"), call.get("max_completion_tokens"), sent)
+    if "Anthropic" in kinds:
+        return call, _first(call.get("max_tokens"), extra.get("max_tokens"), llm.max_tokens)
+    if "GoogleGenAI" in kinds:
+        config = dict(call.pop("generation_config", None) or {})
+        if "max_tokens" in call:
+            config.setdefault("max_output_tokens", call.pop("max_tokens"))
+        if config:
+            call["generation_config"] = config
+        own = getattr(llm, "_generation_config", None) or {}
+        return call, _first(config.get("max_output_tokens"), own.get("max_output_tokens"))
+    return call, None
 
-    return stream_usage
+
+def _first(*values: Any) -> Any:
+    return next((value for value in values if value is not None), None)
+
+
+def _tool_schema(tool: Any) -> dict[str, Any]:
+    """A LlamaIndex tool (or a schema dict) as the OpenAI-style schema its prompt tokens are measured on."""
+    return tool if isinstance(tool, dict) else tool.metadata.to_openai_tool(skip_length_check=True)
 
 
 # ----- usage of template calls: what the chosen LLM's own calls reported to instrumentation
@@ -621,22 +664,13 @@ class _Captured:
         return self.value is not None and self.value != ""
 
 
-def _event_usage(event: BaseEvent) -> Usage:
-    reported = _reported_usage(event.response)
-    if reported is not None:
-        return reported
-    sent = event.prompt if isinstance(event, LLMCompletionEndEvent) else "\n".join(m.content or "" for m in event.messages)
-    written = _text(event.response)
-    return Usage(count_tokens(sent) if sent else 0, count_tokens(written) if written else 0)
-
-
 def _captured_usage(captured: _Captured) -> Usage | None:
-    """Summed over the LLM calls the template call made (None when the LLM reported none to
-    instrumentation: the engine then charges the routing estimate)."""
-    if not captured.ends:
+    """Summed over the LLM calls the template call made; None when one of them reported none (the
+    engine then keeps the hold: the worst case)."""
+    usages = [_reported_usage(event.response) for event in captured.ends]
+    if not usages or any(usage is None for usage in usages):
         return None
-    usages = [_event_usage(event) for event in captured.ends]
-    return Usage(sum(u.input_tokens for u in usages), sum(u.output_tokens for u in usages))
+    return sum(usages[1:], usages[0])
 
 
 def _captured_stream_usage(items: Sequence[_Captured]) -> Usage | None:

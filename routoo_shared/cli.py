@@ -70,6 +70,21 @@ def _settings(tradeoff: float, max_cost: Optional[float], min_quality: Optional[
     )
 
 
+def _encode_on(engine: str, workers: int, encoders: list, questions: list) -> None:
+    """``--engine ray``: the prompts each encoder's cache lacks, embedded on Ray Data first (then read
+    from the cache); nothing to do on the local engine, which embeds as it trains."""
+    from routoo_shared.batch.engines import engine_named
+
+    chosen = engine_named(engine, workers)  # an unknown engine fails here, before any training
+    if chosen.name == "local":
+        return
+    from routoo_shared.batch.encoding import encode_into_cache
+
+    for encoder in encoders:
+        count = encode_into_cache(encoder, [q.prompt for q in questions], chosen)
+        say(f"embedded {count} prompts on {engine} ({encoder.name})", err=True)
+
+
 def _one_line(error: BaseException) -> str:
     from pydantic import ValidationError
 
@@ -183,6 +198,8 @@ def train(
     dataset: DatasetOption = "mmlu_pro",
     pool: PoolOption = None,
     representation: RepresentationOption = "static",
+    engine: EngineOption = "local",
+    workers: WorkersOption = 2,
 ) -> None:
     """Train the performance predictor on scores in [0, 1] and report its dev-split quality per model.
 
@@ -201,7 +218,9 @@ def train(
     learned = with_expected_output(ModelPool(models=[m for m in model_pool.models if m.name in labelled]), fit)
     names = learned.names
     dev_scores = Outcomes.from_questions(held, names).correct
-    predictor = train_head(learned, fit, held, encoder=make_encoder(representation))
+    encoder = make_encoder(representation)
+    _encode_on(engine, workers, [encoder], fit + held)
+    predictor = train_head(learned, fit, held, encoder=encoder)
     predictor.save(out)
     saved = ModelPool(models=[next((m for m in learned.models if m.name == s.name), s) for s in model_pool.models])
     (out / "pool.json").write_text(saved.model_dump_json(indent=1))
@@ -293,6 +312,8 @@ def evaluate(
     bootstrap: Annotated[int, typer.Option(min=0, help="bootstrap resamples for the AIQ intervals")] = 1000,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON here")] = None,
     plot_out: Annotated[Optional[Path], typer.Option("--plot", help="write the accuracy/cost PNG here")] = None,
+    engine: EngineOption = "local",
+    workers: WorkersOption = 2,
 ) -> None:
     """Train Routoo and the baselines, trace cost/accuracy curves on the test split, print the table."""
     from routoo_shared.data.formats import check_trainable
@@ -310,13 +331,14 @@ def evaluate(
     references = reference.split(",") if reference else []
     for name in references:
         model_pool[name]  # unknown reference -> clear KeyError before any training
-    from routoo_shared.evaluation.harness import Evaluation, format_table, plot
+    from routoo_shared.evaluation.harness import Evaluation, format_table, make_encoder, plot
     from routoo_shared.predictors.predictor import Predictor
 
     evaluation = Evaluation(
         model_pool, fit, held, test_questions, predictor=Predictor.load(predictor) if predictor else None, points=points,
         representations=representations.split(",") if representations else None, bootstrap=bootstrap,
     )
+    _encode_on(engine, workers, [make_encoder(r) for r in evaluation.representations], fit + held + test_questions)
     report = evaluation.run(reference_models=references)
     say(format_table(report, evaluation.extras, references))
     if json_out:

@@ -16,7 +16,7 @@ from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from routoo_shared.local.llm import local_router
 from routoo_shared.routing.router import Router
-from redis_server import RedisServer
+from tests.redis_server import RedisServer
 
 USAGE = {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30}
 # Three bundled-predictor models: cheap, mid, strong. Only the strong one is marked tool-capable.

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
+import time
 from typing import Any, Callable
 
 
@@ -68,3 +70,12 @@ def assert_burst_overshoots_by_at_most_one_call(
     largest = max(pool[name].cost(*real_usage) for name in models)
     assert budget.spent_usd <= budget.total_usd + largest
     assert budget.reserved_usd == 0 and budget.calls == len(answered)
+
+
+def join_abandoned_attempts(timeout_s: float = 10.0) -> None:
+    """Wait for the threads of sync attempts that timed out (``routoo-<model>``, ``routoo-stream-<model>``)
+    to end: until then they hold their worst case on the budget."""
+    deadline = time.monotonic() + timeout_s
+    for thread in threading.enumerate():
+        if thread.name.startswith("routoo-") and not thread.name.startswith("routoo-route") and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))

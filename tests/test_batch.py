@@ -101,14 +101,32 @@ def test_route_batch_names_the_bad_line(tmp_path):
     assert result.exit_code == 2 and "unknown engine 'spark'" in result.output
 
 
-def test_the_ray_engine_decides_as_the_local_one(router, prompts, tmp_path):
+@pytest.fixture(scope="module")
+def ray_cluster():
+    """One local Ray cluster (1 worker actor, 2 CPUs) for this module's Ray tests."""
     import ray
 
+    yield RayEngine(workers=1)
+    ray.shutdown()
+
+
+def test_the_ray_engine_plans_as_the_local_one(ray_cluster, router, prompts, tmp_path):
     budget = sum(d.estimated_cost_usd for d in router.route_batch(texts(prompts))) / 3
-    try:  # the planned path: scoring actors, then the plan's passes as Ray tasks, then the streamed write
-        local = route_batch(prompts, tmp_path / "local.jsonl", LocalEngine(), budget)
-        on_ray = route_batch(prompts, tmp_path / "ray.jsonl", RayEngine(workers=1), budget)
-        assert decisions(tmp_path / "ray.jsonl") == decisions(tmp_path / "local.jsonl")
-        assert on_ray["estimated_cost_usd"] == pytest.approx(local["estimated_cost_usd"]) <= budget
-    finally:
-        ray.shutdown()
+    # the planned path: scoring actors, then the plan's passes as Ray tasks, then the streamed write
+    local = route_batch(prompts, tmp_path / "local.jsonl", LocalEngine(), budget)
+    on_ray = route_batch(prompts, tmp_path / "ray.jsonl", ray_cluster, budget)
+    assert decisions(tmp_path / "ray.jsonl") == decisions(tmp_path / "local.jsonl")
+    assert on_ray["estimated_cost_usd"] == pytest.approx(local["estimated_cost_usd"])
+    assert on_ray["estimated_cost_usd"] <= budget
+
+
+def test_encoder_actors_fill_the_embedding_cache(ray_cluster, tmp_path):
+    from routoo_shared.batch.encoding import encode_into_cache
+    from routoo_shared.predictors.encoder import PromptEncoder
+
+    encoder = PromptEncoder(cache_dir=tmp_path)
+    fresh = [f"{prompt} (encoded on Ray)" for prompt in PROMPTS]
+    assert encode_into_cache(encoder, fresh + fresh[:2], ray_cluster) == len(fresh)
+    assert encode_into_cache(PromptEncoder(cache_dir=tmp_path), fresh, ray_cluster) == 0  # saved on disk
+    cached = encoder.encode(fresh)  # from the cache, which stores float16
+    np.testing.assert_allclose(cached, PromptEncoder(cache_dir=tmp_path / "other").encode(fresh), atol=5e-4)

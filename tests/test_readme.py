@@ -60,3 +60,21 @@ def test_using_it_snippets_run_without_calling_a_provider(tmp_path):
     offline += "\nprint(chat.router.route('Summarise this contract ...').explain())"
     output = run([sys.executable, "-c", offline], tmp_path, OPENAI_API_KEY="sk-unused")
     assert "prior quality (unlabelled)" in output.splitlines()[-1]
+
+
+def test_scale_out_examples_run_as_written(redis_server, tmp_path):
+    """'Scaling out': the budget on a real redis-server, route-batch with and without a budget (the
+    blocking `routoo serve` line is tests/test_shared_state.py's)."""
+    for lang, _, code in blocks("scale-out"):
+        code = code.replace("redis://localhost:6379/0", redis_server.url)
+        if lang == "python":
+            (tmp_path / "step.py").write_text(code)
+            spent, reserved, remaining = map(float, run([sys.executable, "step.py"], tmp_path).split())
+            assert (spent, reserved, remaining) == (0.0031, 0.0, 50.0 - 0.0031)
+        for line in code.strip().splitlines() if lang == "bash" else ():
+            if line.startswith("routoo route-batch"):
+                run(f"{sys.executable} -m routoo_shared.cli {line[len('routoo '):]}", tmp_path)
+            elif not line.startswith("routoo serve"):
+                run(line, tmp_path)
+    planned = [json.loads(line) for line in (tmp_path / "planned.jsonl").read_text().splitlines()]
+    assert [d["id"] for d in planned] == [1, 2] and sum(d["estimated_cost_usd"] for d in planned) <= 0.0002

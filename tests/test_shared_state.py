@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from langchain_routoo import RoutooBudget, RoutooChatModel
 from tests.conftest import TRIO, trio_router
-from tests.exit_paths import assert_burst_overshoots_by_at_most_one_call, run_exit_paths
+from tests.exit_paths import assert_burst_overshoots_by_at_most_one_call, join_abandoned_attempts, run_exit_paths
 from tests.fake_openai import FakeOpenAI
 from tests.test_reliability import routoo
 
@@ -22,8 +22,9 @@ from tests.test_reliability import routoo
 def test_every_exit_path_returns_its_hold_to_a_redis_budget(redis_server, asynchronous):
     budget = RoutooBudget(total_usd=1.0, store=redis_server.url, name=f"exits-{asynchronous}")
     plan = ["answer", "fail", "empty_billed", "hang", "cancel" if asynchronous else "interrupt"]
-    chat = routoo({name: plan for name in TRIO}, budget=budget, timeout_s=0.05, max_fallbacks=1)
+    chat = routoo({name: plan for name in TRIO}, hang_s=0.3, budget=budget, timeout_s=0.05, max_fallbacks=1)
     run_exit_paths(plan + ["abandon", "unstarted"], asynchronous, chat.invoke, chat.ainvoke, chat.stream, chat.astream)
+    join_abandoned_attempts()  # a timed-out sync attempt holds its worst case until its thread ends
     assert budget.reserved_usd == 0 and budget.calls >= 1
     assert budget.remaining_usd == pytest.approx(1.0 - budget.spent_usd)
 
@@ -96,6 +97,21 @@ async def test_server_workers_on_one_store_share_each_keys_budget(redis_server):
     assert shared.spent_usd <= total + max(spec.cost(20, spec.max_output_tokens) for spec in capable_router().pool.models)
 
 
+async def test_server_workers_on_one_store_share_each_keys_request_window(redis_server):
+    from routoo_shared.server.app import create_app
+    from routoo_shared.server.config import ServerConfig
+    from tests.test_server import QUESTION, SECRET, capable_router, digest, sdk, upstreams
+
+    config = ServerConfig.from_data({"pool": "local", "keys": [{"name": "limited", "sha256": digest(SECRET),
+                                                                "requests_per_minute": 3}]})
+    workers = [create_app(config, chat_models=upstreams(), router=capable_router(), store=redis_server.url) for _ in range(2)]
+    for turn in range(3):
+        await sdk(workers[turn % 2]).chat.completions.create(model="routoo", messages=QUESTION)
+    with pytest.raises(openai.RateLimitError) as caught:  # the 4th of the minute, whichever worker takes it
+        await sdk(workers[1]).chat.completions.create(model="routoo", messages=QUESTION)
+    assert "3 requests per minute" in str(caught.value) and 0 < float(caught.value.response.headers["retry-after"]) <= 60
+
+
 def test_serve_refuses_several_workers_without_a_shared_store():
     from tests.test_server import cli
 
@@ -103,3 +119,16 @@ def test_serve_refuses_several_workers_without_a_shared_store():
     assert refused.returncode == 2 and "--workers 4 needs --store redis://" in refused.stderr
     unreachable = cli("serve", "--pool", "local", "--workers", "2", "--store", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 2 and "did not answer" in unreachable.stderr
+
+
+def test_feedback_from_every_worker_lands_in_one_stream(redis_server, tmp_path):
+    from routoo_shared.data.formats import load_questions
+    from routoo_shared.stores.redis_store import RedisFeedbackLog
+
+    one = RedisFeedbackLog(redis_server.url, "feedback-test")
+    other = pickle.loads(pickle.dumps(one))
+    one.record("What is 2+2?", TRIO[0], score=1.0, output_tokens=3)
+    other.record([{"role": "user", "content": "Name a prime."}], TRIO[1], thumbs_up=False)
+    assert one.export(tmp_path / "feedback.jsonl") == 2
+    rows = load_questions(tmp_path / "feedback.jsonl")
+    assert [next(iter(q.results)) for q in rows] == TRIO[:2] and rows[1].results[TRIO[1]].score == 0.0

@@ -27,6 +27,7 @@ Shard = dict[str, np.ndarray]
 Passes = Callable[[Callable[[Shard], dict[str, np.ndarray]]], list[dict[str, np.ndarray]]]
 GRID = 64  # multipliers (or ratio thresholds) tried per pass
 PASSES = 6  # grid refinements: the bracket shrinks ~GRID-fold each
+BLOCK_ROWS = 1024  # rows a pass evaluates at once: memory ~ BLOCK_ROWS x models x GRID floats
 
 
 class ShardedPlan(PlanTotals):
@@ -70,8 +71,16 @@ def choose(shard: Shard, plan: ShardedPlan) -> np.ndarray:
 
 
 def _summed(passes: Passes, each: Callable[[Shard], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """``each`` shard's sums, added up over every shard (engines may hand back several shards' rows at once)."""
-    results = passes(lambda shard: {key: np.asarray(value)[None] for key, value in each(shard).items()})
+    """``each``'s sums over every shard, computed BLOCK_ROWS rows at a time (the grid multiplies a block's
+    size by GRID) and added up (engines may hand back several shards' rows at once)."""
+
+    def blocks(shard: Shard) -> dict[str, np.ndarray]:
+        rows = len(shard["cost"])
+        sums = [each({key: value[start : start + BLOCK_ROWS] for key, value in shard.items()})
+                for start in range(0, rows, BLOCK_ROWS)]
+        return {key: np.sum([np.asarray(part[key]) for part in sums], axis=0)[None] for key in sums[0]}
+
+    results = passes(blocks)
     return {key: np.concatenate([r[key] for r in results]).sum(axis=0) for key in results[0]}
 
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from routoo_shared.routing.messages import prompt_tokens
+from routoo_shared.routing.tokens import Tokenizer, tokenizer_for
+
+if TYPE_CHECKING:
+    from routoo_shared.routing.usage import Usage
 
 
 MIN_TIMEOUT_S = 10.0
@@ -141,6 +147,11 @@ class ModelSpec(BaseModel):
     price_tiers: list[PriceTier] = Field(
         default_factory=list, description="long-context prices, by prompt size (from genai-prices for provider models)"
     )
+    priced_by: Literal["genai-prices", "spec"] = Field(
+        default="spec", description="who prices a call's usage: genai-prices' calc_price (set when the prices came "
+        "from its table: cache reads and writes, reasoning, audio and tiers at the provider's rates), or this "
+        "spec's two rates and tiers (explicit prices)",
+    )
     prior_quality: float | None = Field(
         default=None, ge=0, le=1, description="for a model with no labels: its predicted quality on every prompt"
     )
@@ -173,6 +184,7 @@ class ModelSpec(BaseModel):
             if facts is not None:
                 if not priced:
                     data.setdefault("price_tiers", [t.model_dump() for t in facts.price_tiers])
+                    data.setdefault("priced_by", "genai-prices")
                     for key in ("price_in_per_mtok", "price_out_per_mtok"):
                         data[key] = data[key] if given(key) else getattr(facts, key)
                 if not given("context_window") and facts.context_window:
@@ -208,6 +220,36 @@ class ModelSpec(BaseModel):
         out = self.expected_output_tokens if output_tokens is None else output_tokens
         price_in, price_out = self.rates(input_tokens)
         return (input_tokens * price_in + out * price_out) / 1e6
+
+    def price(self, usage: "Usage") -> float:
+        """USD a provider bills for ``usage``: genai-prices' ``calc_price`` for a model priced from its
+        table (every category at its own rate), else this spec's rates (cached and reasoning tokens at
+        the plain input and output rates)."""
+        if self.priced_by == "spec":
+            return self.cost(usage.input_tokens, usage.output_tokens)
+        from genai_prices import calc_price
+
+        priced = calc_price(usage.for_genai_prices(), self.provider_model or self.name, provider_id=self.provider)
+        return float(priced.total_price)
+
+    def worst_cost(self, input_tokens: int, output_tokens: int) -> float:
+        """USD a call can cost at most: its whole prompt at the dearest prompt rate (a prompt-cache
+        write where the provider charges more for it) and ``output_tokens`` written."""
+        from routoo_shared.routing.usage import Usage
+
+        if self.priced_by == "spec":
+            return self.cost(input_tokens, output_tokens)
+        written = Usage(input_tokens=input_tokens, output_tokens=output_tokens, cache_write_tokens=input_tokens)
+        return max(self.price(written), self.cost(input_tokens, output_tokens))
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """How this model counts prompt tokens (``tokens.tokenizer_for``)."""
+        return tokenizer_for(self.provider, self.provider_model or self.name)
+
+    def prompt_tokens(self, prompt_or_messages: Any, tools: list[dict[str, Any]] | None = None) -> int:
+        """Prompt tokens this model bills for a call (``messages.prompt_tokens`` with its tokenizer)."""
+        return prompt_tokens(prompt_or_messages, self.tokenizer, tools)
 
     @classmethod
     def from_chat_model(cls, chat_model: Any, name: str | None = None, **fields: Any) -> "ModelSpec":

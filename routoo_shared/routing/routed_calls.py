@@ -36,12 +36,12 @@ from routoo_shared.routing.fallback import (
     InvalidUsageError,
     failure_kind,
     is_fallback_error,
-    malformed_answer,
 )
 from routoo_shared.routing.health import ModelHealth
 from routoo_shared.routing.messages import to_turns
 from routoo_shared.routing.router import Router, RoutingDecision
 from routoo_shared.routing.selector import Constraints
+from routoo_shared.routing.usage import Usage
 
 Result = TypeVar("Result")
 Chunk = TypeVar("Chunk")
@@ -55,31 +55,11 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
-# Every keyword a call may carry for the engine rather than for the model: routing settings and
-# capability flags, the attempt timeout, a forced model and the conversation's session id.
-CALL_SETTINGS = (*Constraints.model_fields, "timeout_s", "model", "session_id")
 FAILURE_WORDS = {
     "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
 }
 STICKY_CONVERSATIONS = 4096  # conversations remembered for sticky routing (least recently used dropped)
-
-
-@dataclass(frozen=True)
-class Usage:
-    """Tokens a model reported for one call."""
-
-    input_tokens: int
-    output_tokens: int
-
-    @classmethod
-    def checked(cls, input_tokens: Any, output_tokens: Any, model: str) -> "Usage":
-        """``InvalidUsageError`` unless both counts are non-negative whole numbers."""
-        for what, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-            whole = isinstance(value, int) or (isinstance(value, float) and math.isfinite(value) and value.is_integer())
-            if isinstance(value, bool) or not whole or value < 0:
-                raise InvalidUsageError(f"{model} reported {what}={value!r}; expected a non-negative whole number")
-        return cls(int(input_tokens), int(output_tokens))
 
 
 @dataclass(frozen=True)
@@ -108,12 +88,17 @@ class RoutedCall:
     decision: RoutingDecision
     max_tokens: int | None = None
     timeout_s: float | None = None
+    prompt: Any = None  # the messages as routed, measured per model for its hold (None: the decision's size)
+    tools: list[dict[str, Any]] | None = None  # the tool schemas sent with them (OpenAI style)
+    asked: Callable[[str], int | None] | None = None  # output tokens each model is really asked for
     sticky_key: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     answered_by: str | None = None
     cooling: list[str] = field(default_factory=list)
     cascaded: dict[str, Any] | None = None  # the cascade's outcome, once its first model was called
+    cost_usd: float = 0.0  # what this call's attempts were charged (billed usage priced, else holds kept)
     _hold: Reservation | None = None
+    _prompt_sizes: dict[str, int] = field(default_factory=dict)
 
     # ----- candidates
     def models(self) -> Iterator[str]:
@@ -201,20 +186,37 @@ class RoutedCall:
         for seconds in (self.timeout_s, spec.timeout_s, self.owner.timeout_s):
             if seconds is not None:
                 return seconds
-        return spec.attempt_timeout(self.decision.input_tokens, self.max_tokens)
+        return spec.attempt_timeout(self.input_tokens(name), self.output_bound(name))
+
+    # ----- what a model is asked for
+    def input_tokens(self, name: str) -> int:
+        """Prompt tokens ``name`` bills for this call: the prompt and tools measured with its tokenizer
+        (``ModelSpec.prompt_tokens``), else the routed size."""
+        if self.prompt is None:
+            return self.decision.input_tokens
+        if name not in self._prompt_sizes:
+            self._prompt_sizes[name] = self.owner.router.pool[name].prompt_tokens(self.prompt, self.tools)
+        return self._prompt_sizes[name]
+
+    def output_bound(self, name: str) -> int:
+        """Output tokens ``name`` may write: what its provider class really asks for (``asked``, given by
+        the integration), else the call's ``max_tokens``, capped by the spec's ``max_output_tokens``."""
+        asked = self.asked(name) if self.asked is not None else self.max_tokens
+        return self.owner.router.pool[name].output_bound(asked)
 
     # ----- budget
     def _reserve(self, name: str) -> Reservation | None:
         budget = self.owner.budget
         if budget is None:
             return None
-        spec = self.owner.router.pool[name]
-        expected = spec.cost(self.decision.input_tokens, min(spec.expected_output_tokens, spec.output_bound(self.max_tokens)))
-        worst = spec.cost(self.decision.input_tokens, spec.output_bound(self.max_tokens))
-        return budget.reserve(name, expected, worst)
+        spec, prompt, bound = self.owner.router.pool[name], self.input_tokens(name), self.output_bound(name)
+        expected = spec.cost(prompt, min(spec.expected_output_tokens, bound))
+        return budget.reserve(name, expected, spec.worst_cost(prompt, bound))
 
     def _charge(self, usd: float | None) -> None:
-        """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
+        """Settle the current hold at ``usd`` (added to ``cost_usd``), or release it when ``usd`` is None."""
+        if usd is not None:
+            self.cost_usd += usd
         hold, self._hold = self._hold, None
         if hold is None:
             return
@@ -224,11 +226,34 @@ class RoutedCall:
             self.owner.budget.settle(hold, usd)
 
     def _prompt_cost(self, name: str) -> float:
-        return self.owner.router.pool[name].cost(self.decision.input_tokens, 0)
+        return self.owner.router.pool[name].cost(self.input_tokens(name), 0)
+
+    def abandon(self, name: str, usage_of: Callable[[Any], Usage | None]) -> Callable[[bool, Any], None]:
+        """The attempt on ``name`` timed out, but its request runs on (a sync call's thread): its hold
+        stays until the request ends, then ``finish(ok, value)`` settles it to the usage its result
+        reports (the hold itself when it reports none), or as ``failed`` would for an error."""
+        hold, self._hold = self._hold, None
+        budget = self.owner.budget
+
+        def finish(ok: bool, value: Any) -> None:
+            if hold is None:
+                return
+            try:
+                usage = usage_of(value) if ok else None
+            except InvalidUsageError:
+                usage = None
+            if usage is not None:
+                budget.settle(hold, self._cost(name, usage))
+            elif ok or _billed(value):
+                budget.settle(hold, hold.held if ok else self._prompt_cost(name))
+            else:
+                budget.release(hold)
+
+        return finish
 
     # ----- outcomes
     def succeeded(self, name: str, usage: Usage | None) -> None:
-        """The model answered: charge its reported usage (else the routing estimate)."""
+        """The model answered: charge its reported usage (else its hold: the worst case)."""
         self.committed(name)
         self.owner.health.succeeded(name)
         self.ended(name, usage)
@@ -242,10 +267,13 @@ class RoutedCall:
             self.owner._remember(self.sticky_key, name)
 
     def ended(self, name: str, usage: Usage | None) -> None:
-        """A committed stream ended, broke off or was abandoned: charge its reported usage (else the
-        routing estimate: many providers report no usage on streams unless asked)."""
-        estimate = self.decision.candidate(name).estimated_cost_usd
-        self._charge(estimate if usage is None else self._cost(name, usage))
+        """A committed answer or stream ended, broke off or was abandoned: charge its reported usage, else
+        keep its hold (the worst case; never a guess from the visible text)."""
+        if usage is None:
+            hold = self._hold
+            self._charge(hold.held if hold is not None else None)
+        else:
+            self._charge(self._cost(name, usage))
 
     def broke(self, name: str, error: BaseException) -> None:
         """A committed stream failed midway: too late to fall back, but the model's health counts it."""
@@ -253,7 +281,7 @@ class RoutedCall:
             self.owner.health.failed(name, error)
 
     def _cost(self, name: str, usage: Usage) -> float:
-        return self.owner.router.pool[name].cost(usage.input_tokens, usage.output_tokens)
+        return self.owner.router.pool[name].price(usage)
 
     def failed(self, name: str, error: BaseException, usage: Usage | None = None) -> bool:
         """Settle the attempt's hold for ``error``; True when the next model should take over.
@@ -261,10 +289,9 @@ class RoutedCall:
         Billed work is charged: reported usage, else the prompt for an empty answer, a timeout, a
         cancellation or an interrupt (the provider had the request); other errors release the hold.
         """
-        error = malformed_answer(error, type(self.owner.pool_model(name))) or error
-        if usage is None and isinstance(error, EmptyResponseError) and error.output_tokens is not None:
-            usage = Usage.checked(error.input_tokens or 0, error.output_tokens, name)
-        billed = isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
+        if usage is None and isinstance(error, EmptyResponseError):
+            usage = error.usage
+        billed = _billed(error)
         if usage is not None:
             self._charge(self._cost(name, usage))
         elif isinstance(error, InvalidUsageError):
@@ -363,9 +390,9 @@ class RoutedCalls(BaseModel):
 
     @field_serializer("budget")
     def _describe_budget(self, budget: RoutooBudget | None) -> dict[str, float] | None:
-        """The budget's configuration, never its live state (spending changes on every call, and
-        identities built from ``to_dict``, such as LlamaIndex's ingestion-cache keys, must not)."""
-        return None if budget is None else {"total_usd": budget.total_usd}
+        if budget is None:
+            return None
+        return {"total_usd": budget.total_usd, "spent_usd": budget.spent_usd, "reserved_usd": budget.reserved_usd}
 
     @field_serializer("fallback_on")
     def _describe_policy(self, policy: Any) -> list[str] | str | None:
@@ -394,11 +421,6 @@ class RoutedCalls(BaseModel):
             return is_fallback_error(error)
         return isinstance(error, policy) if isinstance(policy, tuple) else bool(policy(error))
 
-    def pool_model(self, name: str) -> Any:
-        """The integration's object for pool model ``name`` (a chat model, an LLM): its class tells a
-        provider's unreadable answer from the caller's own error (``fallback.malformed_answer``)."""
-        raise NotImplementedError
-
     def check_pool(self, given: set[str]) -> None:
         pool = set(self.router.pool.names)
         if pool != given:
@@ -423,6 +445,8 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        asked: Callable[[str], int | None] | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """The routed call, and the call's kwargs without the routing settings.
@@ -430,8 +454,11 @@ class RoutedCalls(BaseModel):
         Per-call settings come in ``kwargs`` (``quality_cost_tradeoff=...``, ``timeout_s=...``);
         ``model="name"`` forces one pool model; ``requirements`` are capability flags the call needs
         (``requires_tools=True``...); ``prefer_streaming`` keeps a stream on streaming-capable models when
-        any is eligible. ``max_tokens`` bounds the output the budget holds. Raises ``KeyError`` for an
-        unknown forced model, ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
+        any is eligible. ``tools`` (OpenAI-style schemas the call sends) count in the prompt's size, as
+        providers bill them. The budget holds, for each model, the output ``asked(name)`` says its
+        provider class will really ask for (None: unknown), else ``max_tokens``, else the spec's
+        ``max_output_tokens``. Raises ``KeyError`` for an unknown forced model,
+        ``InfeasibleRoutingError``/``BudgetExhaustedError`` when nothing can take it.
         """
         call = dict(kwargs)
         overrides = {name: call.pop(name) for name in tuple(Constraints.model_fields) if name in call}
@@ -450,11 +477,13 @@ class RoutedCalls(BaseModel):
         kept = self._sticky_models.get(key) if key is not None else None
         decision = None
         if kept is not None and kept in self.router.eligible(self.router.constraints.merged(**constraints)):
-            decision = self.router.route(messages, budget=self.budget, **{**constraints, "allowed_models": [kept]})
+            decision = self.router.route(messages, budget=self.budget, tools=tools, **{**constraints, "allowed_models": [kept]})
             decision = decision.model_copy(update={"sticky": True})
         if decision is None:
-            decision = self.router.route(messages, budget=self.budget, cascade=self.cascade, **constraints)
-        return RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key), call
+            decision = self.router.route(messages, budget=self.budget, cascade=self.cascade, tools=tools, **constraints)
+        routed = RoutedCall(self, decision, max_tokens=max_tokens, timeout_s=timeout_s, sticky_key=key,
+                            prompt=messages, tools=tools, asked=asked)
+        return routed, call
 
     async def aroute_call(
         self,
@@ -462,11 +491,13 @@ class RoutedCalls(BaseModel):
         kwargs: dict[str, Any],
         max_tokens: int | None = None,
         prefer_streaming: bool = False,
+        tools: list[dict[str, Any]] | None = None,
+        asked: Callable[[str], int | None] | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
         """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
         concurrent calls share predictor passes (``routoo_shared.routing.batching``)."""
-        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, **requirements)
+        route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, tools=tools, asked=asked, **requirements)
         return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
 
     def _conversation_key(self, messages: Any) -> str | None:
@@ -489,7 +520,8 @@ class RoutedCalls(BaseModel):
         results, evidence = [], []
         for name in call.first_stage(first):
             try:
-                result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name)
+                result = timeouts.call(lambda: first.invoke(name), call.timeout(name), name,
+                                       partial(call.abandon, name, first.usage_of))
                 usage = first.usage_of(result)
             except BaseException as error:
                 if not call.first_failed(name, error):
@@ -531,7 +563,7 @@ class RoutedCalls(BaseModel):
             return answer
         for name in call.models():
             try:
-                result = timeouts.call(lambda: invoke(name), call.timeout(name), name)
+                result = timeouts.call(lambda: invoke(name), call.timeout(name), name, partial(call.abandon, name, usage_of))
                 usage = usage_of(result)
                 if not has_content(result):
                     raise _empty(usage)
@@ -685,9 +717,13 @@ _ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-
 
 
 def _empty(usage: Usage | None, message: str = "the model returned an empty answer") -> EmptyResponseError:
-    if usage is None:
-        return EmptyResponseError(message)
-    return EmptyResponseError(message, usage.input_tokens, usage.output_tokens)
+    return EmptyResponseError(message, usage)
+
+
+def _billed(error: BaseException) -> bool:
+    """Whether the provider bills an attempt that ended in ``error``: an empty answer, a timeout, an
+    unreadable usage report, a cancellation or an interrupt (it had the request); not other errors."""
+    return isinstance(error, (EmptyResponseError, TimeoutError, InvalidUsageError)) or not isinstance(error, Exception)
 
 
 def _safe_usage(usage_of: Callable[[Sequence[Chunk]], Usage | None], seen: Sequence[Chunk]) -> Usage | None:

@@ -30,7 +30,6 @@ from routoo_shared.routing.selector import (
     capability_masks,
     plan_budget,
 )
-from routoo_shared.routing.tokens import count_tokens
 
 if TYPE_CHECKING:  # loaded with the predictor's file: importing the router needs no torch
     from routoo_shared.predictors.predictor import Predictor
@@ -217,16 +216,19 @@ class Router:
         return [name for name, ok in zip(self.pool.names, allowed) if ok]
 
     def route(
-        self, prompt_or_messages: Any, budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None, **settings
+        self, prompt_or_messages: Any, budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None,
+        tools: list[dict[str, Any]] | None = None, **settings
     ) -> RoutingDecision:
-        return self.route_batch([prompt_or_messages], budget=budget, cascade=cascade, **settings)[0]
+        return self.route_batch([prompt_or_messages], budget=budget, cascade=cascade, tools=tools, **settings)[0]
 
     def route_batch(
-        self, prompts: list[Any], budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None, **settings
+        self, prompts: list[Any], budget: RoutooBudget | None = None, cascade: CascadePolicy | None = None,
+        tools: list[dict[str, Any]] | None = None, **settings
     ) -> list[RoutingDecision]:
         """One decision a prompt; ``settings`` override the router's constraints for this call.
 
-        With a ``cascade`` policy, a decision may carry a ``CascadePlan`` (see ``CascadePolicy``).
+        ``tools`` (OpenAI-style schemas offered with every prompt) count in each prompt's size. With a
+        ``cascade`` policy, a decision may carry a ``CascadePlan`` (see ``CascadePolicy``).
         """
         constraints = self.constraints.merged(**settings)
         if budget is not None:
@@ -234,7 +236,7 @@ class Router:
             if constraints.max_cost_per_query is not None:
                 ceiling = min(ceiling, constraints.max_cost_per_query)
             constraints = constraints.model_copy(update={"max_cost_per_query": max(ceiling, 0.0)})
-        texts, tokens, quality = self._predict(prompts, cascade.context if cascade else ())
+        texts, tokens, quality = self._predict(prompts, cascade.context if cascade else (), tools)
         quality, context_quality = quality[:, : len(self.pool)], quality[:, len(self.pool) :]
         try:
             selection = self.selector.select(quality, tokens, constraints)
@@ -306,12 +308,20 @@ class Router:
         base = self.selector.select(quality, tokens, constraints.model_copy(update={"quality_cost_tradeoff": 0.0}))
         return tokens, quality, self.pool.cost_matrix(tokens), np.isfinite(base.scores), base
 
-    def _predict(self, prompts: list[Any], context: tuple[str, ...] | list[str] = ()) -> tuple[list[str], np.ndarray, np.ndarray]:
+    def prompt_size(self, prompt_or_messages: Any, tools: list[dict[str, Any]] | None = None) -> int:
+        """Prompt tokens of a call as the pool's dearest-counting tokenizer bills them
+        (``messages.prompt_tokens``): one size for the cost matrix and the context-window check."""
+        tokenizers = {spec.tokenizer for spec in self.pool.models}
+        return max(prompt_tokens(prompt_or_messages, tokenizer, tools) for tokenizer in tokenizers)
+
+    def _predict(
+        self, prompts: list[Any], context: tuple[str, ...] | list[str] = (), tools: list[dict[str, Any]] | None = None
+    ) -> tuple[list[str], np.ndarray, np.ndarray]:
         """Texts, input tokens and predicted quality: the pool's columns, then ``context``'s (one pass)."""
         if not prompts:
             raise ValueError("route_batch needs at least one prompt")
         texts = [routing_text(p) for p in prompts]
-        tokens = np.array([prompt_tokens(p, count_tokens) for p in prompts])
+        tokens = np.array([self.prompt_size(p, tools) for p in prompts])
         if context:  # a cascade's context models too: one pass of its own, outside the shared batches
             return texts, tokens, self._predict_models(texts, context)
         return texts, tokens, self._batcher(texts)

@@ -2,7 +2,8 @@
 
 Synchronous provider calls cannot be interrupted, so a sync attempt runs in a daemon thread (with the
 caller's context variables, so callbacks and tracers still nest) and the caller stops waiting after
-the timeout; the abandoned thread finishes or hangs on its own. Async attempts use ``asyncio.wait_for``.
+the timeout; the abandoned thread finishes or hangs on its own, and may report how it ended (``call``'s
+``abandon``), so its bill is still counted. Async attempts use ``asyncio.wait_for``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextvars
 import queue
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from routoo_shared.routing.fallback import AttemptTimeoutError
 
@@ -24,22 +25,40 @@ def _in_thread(target: Callable[[], None], name: str) -> None:
     threading.Thread(target=contextvars.copy_context().run, args=(target,), name=name, daemon=True).start()
 
 
-def call(fn: Callable[[], T], timeout_s: float, what: str) -> T:
+def call(fn: Callable[[], T], timeout_s: float, what: str,
+         abandon: Callable[[], Callable[[bool, Any], None]] | None = None) -> T:
     """``fn()`` or ``AttemptTimeoutError`` after ``timeout_s``; the worker's exceptions (any
-    ``BaseException``, KeyboardInterrupt included) are raised here."""
-    box: queue.Queue = queue.Queue(maxsize=1)
+    ``BaseException``, KeyboardInterrupt included) are raised here.
+
+    When the caller stops waiting, ``abandon()`` is called (before the error is raised) and returns
+    ``finish(ok, value)``, which the worker calls when ``fn`` ends after all: with its result
+    (``ok``) or its exception. A request that hangs forever never calls it.
+    """
+    lock = threading.Lock()
+    outcome: list[tuple[bool, Any]] = []
+    done = threading.Event()
+    late: list[Callable[[bool, Any], None]] = []
 
     def work() -> None:
         try:
-            box.put((True, fn()))
+            result = (True, fn())
         except BaseException as error:  # handed to the caller, who decides
-            box.put((False, error))
+            result = (False, error)
+        with lock:
+            outcome.append(result)
+            done.set()
+            finish = late[0] if late else None
+        if finish is not None:
+            finish(*result)
 
     _in_thread(work, f"routoo-{what}")
-    try:
-        ok, value = box.get(timeout=timeout_s)
-    except queue.Empty:
-        raise AttemptTimeoutError(f"{what} gave no answer within {timeout_s:.3g} s") from None
+    if not done.wait(timeout_s):
+        with lock:
+            if not outcome:
+                if abandon is not None:
+                    late.append(abandon())
+                raise AttemptTimeoutError(f"{what} gave no answer within {timeout_s:.3g} s") from None
+    ok, value = outcome[0]
     if ok:
         return value
     raise value

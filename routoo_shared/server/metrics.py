@@ -33,8 +33,8 @@ class ServerMetrics:
         self.requests = Counter("routoo_requests", "HTTP requests to /v1/chat/completions by key and status",
                                 ["key", "status"], registry=self.registry)
         self.calls = Counter("routoo_calls", "routed calls answered by each model", ["model"], registry=self.registry)
-        self.spent = Counter("routoo_spent_usd", "USD charged for answers, by the model that answered", ["model"],
-                             registry=self.registry)
+        self.spent = Counter("routoo_spent_usd", "USD of the answers delivered, by the model that answered (a stream "
+                             "the client left is charged to its key's budget only)", ["model"], registry=self.registry)
         self.fallbacks = Counter("routoo_fallbacks", "attempts that failed and moved the call to the next model, "
                                  "by the model that failed and the failure kind", ["model", "kind"], registry=self.registry)
         self.routing_seconds = Histogram("routoo_routing_seconds", "time from a routed call's start to its first "

@@ -467,7 +467,7 @@ def _routed_message(message: BaseMessage, call: RoutedCall) -> AIMessage:
     own run reports it), and returns to the caller's message in ``RoutooChatModel.invoke``."""
     metadata = dict(message.response_metadata)
     metadata["routoo"] = {**call.record(), "usage": getattr(message, "usage_metadata", None),
-                          "provider_model_name": metadata.get("model_name")}
+                          "provider_model_name": metadata.get("model_name"), "cost_usd": call.cost_usd}
     metadata["model_name"] = call.answered_by
     if not isinstance(message, AIMessage):
         message = AIMessage(content=message.content, additional_kwargs=message.additional_kwargs)
@@ -476,8 +476,8 @@ def _routed_message(message: BaseMessage, call: RoutedCall) -> AIMessage:
 
 class _RoutedChunks:
     """Copies of the chosen model's chunks (the provider's objects stay untouched): the first carries the
-    routing record and ``model_name`` (the pool name; the provider's own id and the usage go to a last
-    chunk's record), so an aggregated stream names one model and reports usage once."""
+    routing record and ``model_name`` (the pool name; the provider's own id, the usage and the cost go to
+    a last chunk's record), so an aggregated stream names one model and reports usage once."""
 
     def __init__(self, call: RoutedCall):
         self.call = call
@@ -498,7 +498,7 @@ class _RoutedChunks:
         return ChatGenerationChunk(message=copy)
 
     def last(self) -> ChatGenerationChunk:
-        record = {"usage": self.usage, "provider_model_name": self.provider_model_name}
+        record = {"usage": self.usage, "provider_model_name": self.provider_model_name, "cost_usd": self.call.cost_usd}
         return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata={"routoo": record}))
 
 

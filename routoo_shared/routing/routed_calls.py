@@ -96,6 +96,7 @@ class RoutedCall:
     answered_by: str | None = None
     cooling: list[str] = field(default_factory=list)
     cascaded: dict[str, Any] | None = None  # the cascade's outcome, once its first model was called
+    cost_usd: float = 0.0  # what this call's attempts were charged (billed usage priced, else holds kept)
     _hold: Reservation | None = None
     _prompt_sizes: dict[Any, int] = field(default_factory=dict)  # by tokenizer
 
@@ -214,7 +215,9 @@ class RoutedCall:
         return budget.reserve(name, expected, spec.worst_cost(prompt, bound))
 
     def _charge(self, usd: float | None) -> None:
-        """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
+        """Settle the current hold at ``usd`` (added to ``cost_usd``), or release it when ``usd`` is None."""
+        if usd is not None:
+            self.cost_usd += usd
         hold, self._hold = self._hold, None
         if hold is None:
             return

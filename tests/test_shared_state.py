@@ -119,3 +119,16 @@ def test_serve_refuses_several_workers_without_a_shared_store():
     assert refused.returncode == 2 and "--workers 4 needs --store redis://" in refused.stderr
     unreachable = cli("serve", "--pool", "local", "--workers", "2", "--store", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 2 and "did not answer" in unreachable.stderr
+
+
+def test_feedback_from_every_worker_lands_in_one_stream(redis_server, tmp_path):
+    from routoo_shared.data.formats import load_questions
+    from routoo_shared.stores.redis_store import RedisFeedbackLog
+
+    one = RedisFeedbackLog(redis_server.url, "feedback-test")
+    other = pickle.loads(pickle.dumps(one))
+    one.record("What is 2+2?", TRIO[0], score=1.0, output_tokens=3)
+    other.record([{"role": "user", "content": "Name a prime."}], TRIO[1], thumbs_up=False)
+    assert one.export(tmp_path / "feedback.jsonl") == 2
+    rows = load_questions(tmp_path / "feedback.jsonl")
+    assert [next(iter(q.results)) for q in rows] == TRIO[:2] and rows[1].results[TRIO[1]].score == 0.0

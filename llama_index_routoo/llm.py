@@ -129,6 +129,9 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     def class_name(cls) -> str:
         return "RoutooLLM"
 
+    def pool_model(self, name: str) -> LLM:
+        return self.llms[name]
+
     # ----- pickling: a working copy; the original is never touched
     def __getstate__(self) -> dict[str, Any]:
         """LlamaIndex's pickling (``BaseComponent`` drops what does not pickle) applied to a copy, so the

@@ -16,6 +16,7 @@ from routoo_shared.evaluation.cascades import cascade_curve, fit_policy
 from routoo_shared.data.formats import bundled, load_questions
 from routoo_shared.evaluation.harness import Evaluation
 from routoo_shared.routing.pool import ModelPool
+from routoo_shared.routing.cascade import BUNDLED_POLICY
 from routoo_shared.routing.router import Router
 
 CHEAP, STRONG = "cheap", "strong"
@@ -108,7 +109,7 @@ def test_logprobs_are_read_when_the_policy_was_fitted_on_them():
 
 @pytest.fixture(scope="module")
 def bundled_router():
-    return Router.from_directory()
+    return Router.from_directory(BUNDLED_POLICY.parent)  # the predictor the bundled policy was fitted for
 
 
 @pytest.fixture(scope="module")

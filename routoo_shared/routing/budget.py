@@ -22,8 +22,11 @@ from dataclasses import dataclass, field
 from routoo_shared.routing.budget_store import BudgetStore, InProcessBudgetStore
 
 
-class BudgetExhaustedError(RuntimeError):
-    """The shared budget cannot pay for even the cheapest eligible model."""
+class BudgetExhaustedError(Exception):
+    """The shared budget cannot pay for even the cheapest eligible model.
+
+    An ``Exception``, not a ``RuntimeError``: LlamaIndex's ``asyncio_run`` rewrites a ``RuntimeError``
+    into "Detected nested async", and this error must reach the caller by its name."""
 
 
 def checked_usd(value: float, what: str) -> float:

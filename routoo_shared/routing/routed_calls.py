@@ -98,7 +98,7 @@ class RoutedCall:
     cascaded: dict[str, Any] | None = None  # the cascade's outcome, once its first model was called
     cost_usd: float = 0.0  # what this call's attempts were charged (billed usage priced, else holds kept)
     _hold: Reservation | None = None
-    _prompt_sizes: dict[str, int] = field(default_factory=dict)
+    _prompt_sizes: dict[Any, int] = field(default_factory=dict)  # by tokenizer
 
     # ----- candidates
     def models(self) -> Iterator[str]:
@@ -194,9 +194,10 @@ class RoutedCall:
         (``ModelSpec.prompt_tokens``), else the routed size."""
         if self.prompt is None:
             return self.decision.input_tokens
-        if name not in self._prompt_sizes:
-            self._prompt_sizes[name] = self.owner.router.pool[name].prompt_tokens(self.prompt, self.tools)
-        return self._prompt_sizes[name]
+        spec = self.owner.router.pool[name]
+        if spec.tokenizer not in self._prompt_sizes:  # models that count alike share one measure
+            self._prompt_sizes[spec.tokenizer] = spec.prompt_tokens(self.prompt, self.tools)
+        return self._prompt_sizes[spec.tokenizer]
 
     def output_bound(self, name: str) -> int:
         """Output tokens ``name`` may write: what its provider class really asks for (``asked``, given by

@@ -250,8 +250,20 @@ class Router:
         decisions = self._decisions(quality, tokens, selection)
         if cascade is not None:
             plans = self._plan_cascades(cascade, quality, tokens, selection, constraints, context_quality)
-            decisions = [d.model_copy(update={"cascade": plan}) for d, plan in zip(decisions, plans)]
+            tasks = self._answer_tasks(cascade, texts, plans)
+            decisions = [
+                d.model_copy(update={"cascade": plan and plan.model_copy(update={"task": task})})
+                for d, plan, task in zip(decisions, plans, tasks)
+            ]
         return decisions
+
+    def _answer_tasks(self, policy: CascadePolicy, texts: list[str], plans: list) -> list[str | None]:
+        """Each planned prompt's task for the policy's per-task answer rules: the predictor's most
+        likely category (None without rules, categories or a plan)."""
+        if not policy.extraction.rules or not self.predictor.categories or not any(plans):
+            return [None] * len(texts)
+        likely = self.predictor.predict_categories(texts).argmax(axis=1)
+        return [self.predictor.categories[c] if plan else None for c, plan in zip(likely, plans)]
 
     def _plan_cascades(
         self,

@@ -1,20 +1,23 @@
-"""Routing latency and throughput, the encoder paths against each other, and LangChain's overhead per call.
+"""Routing latency and throughput of the prompt-encoder paths, measured in one process, and LangChain's overhead.
 
-Prompts are fresh (never embedded before, empty embedding cache), so every number includes the
-MiniLM encoder pass. Encoder paths, measured in this one process on the same prompts, interleaved
-prompt by prompt so that load from other processes hits them alike:
-- eager: eager PyTorch float32 (the path before TorchScript was the default),
-- torchscript: the traced, frozen float32 model (the default),
-- int8: eager with ``torch.ao.quantization.quantize_dynamic`` on the Linear layers (measured, not used).
-Agreement with eager on the dev split's prompts (vectors recomputed, not read from the shipped
-cache): cosine of the vectors, share of prompts routed to the same model, and dev AIQ.
-Writes benchmarks/results/routing_latency.json.
+Paths, on the same fresh prompts (never embedded before), interleaved prompt by prompt so that load
+from other processes hits them alike; every path runs the predictor head in numpy:
+- static: the static encoder distilled from MiniLM (``StaticEncoder``) and the bundled general
+  predictor (the default; no torch in the process),
+- onnx: MiniLM exported to ONNX at start (``torch.onnx.export``, measurement only) run by ONNX
+  Runtime, with the MiniLM predictor bundled for mmlu_pro,
+- torchscript: MiniLM traced and frozen with TorchScript (the previous default), same predictor.
+The pool is mmlu_pro's 24 open-weight models. A fresh process's first decision (import, load,
+route one prompt) is timed in a subprocess, which also checks that routing loaded no torch.
+How each path routes is in the README's per-dataset tables (``routoo evaluate --representations
+static,minilm``). Writes benchmarks/results/routing_latency.json.
 """
 
 import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -23,18 +26,21 @@ from pathlib import Path
 os.environ["ROUTOO_CACHE_DIR"] = tempfile.mkdtemp()
 
 import numpy as np  # noqa: E402
-import torch  # noqa: E402
 from langchain_core.language_models import FakeListChatModel  # noqa: E402
 
 from langchain_routoo import RoutooChatModel  # noqa: E402
-from routoo_shared.data.formats import bundled, load_questions  # noqa: E402
-from routoo_shared.predictors.encoder import EmbeddingCache, PromptEncoder  # noqa: E402
-from routoo_shared.evaluation.harness import Evaluation, Point, aiq  # noqa: E402
+from routoo_shared.datasets import BUNDLED_DIR  # noqa: E402
+from routoo_shared.predictors.encoder import EmbeddingCache, PromptEncoder, minilm_dir  # noqa: E402
 from routoo_shared.routing.router import Router  # noqa: E402
-from routoo_shared.routing.tokens import count_tokens_batch  # noqa: E402
 
 WORDS = "integral proof enzyme treaty torque market verdict neuron photon tariff lemma habitat".split()
-PATHS = ("eager", "torchscript", "int8")
+MINILM_PREDICTOR = BUNDLED_DIR / "predictors" / "mmlu_pro"
+FIRST_DECISION = (
+    "import sys, time; start = time.perf_counter()\n"
+    "from routoo_shared.router import Router\n"
+    "Router.from_directory(pool_names='open').route('What is the derivative of x^3?')\n"
+    "print(time.perf_counter() - start, 'torch' in sys.modules)\n"
+)
 
 
 def prompts(n: int, seed: int) -> list[str]:
@@ -50,23 +56,43 @@ def p50_ms(call, items) -> float:
     return statistics.median(times)
 
 
-def encoder(path: str) -> PromptEncoder:
-    """An encoder of the given path with an empty cache (the shipped dataset vectors are not read)."""
-    made = PromptEncoder(torchscript=path == "torchscript")
-    made.cache = EmbeddingCache("benchmark-empty", Path(tempfile.mkdtemp()))
-    made._load()
-    if path == "int8":
-        made._model = torch.ao.quantization.quantize_dynamic(made._model, {torch.nn.Linear}, dtype=torch.qint8)
-    return made
+class OnnxMiniLM:
+    """MiniLM under ONNX Runtime: the same mean-pooled, normalised vectors as ``PromptEncoder``."""
+
+    kind, dim, max_length = "minilm", 384, 256
+
+    def __init__(self):
+        import onnxruntime
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        from routoo_shared.predictors.encoder import MeanPooled
+
+        self.tokenizer = AutoTokenizer.from_pretrained(minilm_dir())
+        model = MeanPooled(AutoModel.from_pretrained(minilm_dir())).eval()
+        example = self.tokenizer(["an example prompt", "a longer example prompt to pad"], padding=True, return_tensors="pt")
+        path = Path(tempfile.mkdtemp()) / "minilm.onnx"
+        axes = {"input_ids": {0: "batch", 1: "tokens"}, "attention_mask": {0: "batch", 1: "tokens"}, "vector": {0: "batch"}}
+        torch.onnx.export(model, (example["input_ids"], example["attention_mask"]), str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask"], output_names=["vector"], dynamic_axes=axes)
+        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.name = "all-MiniLM-L6-v2-256"
+
+    def encode(self, texts, progress=False, persist=False):
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="np")
+        feeds = {"input_ids": batch["input_ids"].astype(np.int64), "attention_mask": batch["attention_mask"].astype(np.int64)}
+        return self.session.run(None, feeds)[0]
 
 
-def routers(base: Router) -> dict[str, Router]:
-    out = {}
-    for path in PATHS:
-        predictor = Router.from_directory().predictor
-        predictor.encoder = encoder(path)
-        out[path] = Router(base.pool, predictor)
-    return out
+def path_routers(pool_names: list[str]) -> dict[str, Router]:
+    static = Router.from_directory(pool_names="open")
+    minilm = Router.from_directory(MINILM_PREDICTOR, pool_names=pool_names)
+    torchscript = PromptEncoder()
+    torchscript.cache = EmbeddingCache("benchmark-empty", Path(tempfile.mkdtemp()))  # no shipped vectors
+    onnx = Router(minilm.pool, Router.from_directory(MINILM_PREDICTOR).predictor)
+    onnx.predictor.encoder = OnnxMiniLM()
+    minilm.predictor.encoder = torchscript
+    return {"static": static, "onnx": onnx, "torchscript": minilm}
 
 
 def paired_latency(by_path: dict[str, Router]) -> dict[str, dict[str, float]]:
@@ -84,84 +110,58 @@ def paired_latency(by_path: dict[str, Router]) -> dict[str, dict[str, float]]:
             start = time.perf_counter()
             router.route_batch(texts)
             batch[path].append((time.perf_counter() - start) * 1000 / 64)
-    eager = np.array(single["eager"])
+    reference = np.array(single["torchscript"])
     return {
         path: {
-            "route_p50_ms_batch1": round(statistics.median(single[path]), 2),
-            "paired_ratio_to_eager_batch1": round(float(np.median(np.array(single[path]) / eager)), 3),
-            "route_ms_per_prompt_batch64": round(statistics.median(batch[path]), 2),
+            "route_p50_ms_batch1": round(statistics.median(single[path]), 3),
+            "paired_ratio_to_torchscript_batch1": round(float(np.median(np.array(single[path]) / reference)), 3),
+            "route_ms_per_prompt_batch64": round(statistics.median(batch[path]), 3),
         }
         for path in by_path
     }
 
 
-def agreement(by_path: dict[str, Router], n_dev: int) -> dict[str, dict[str, float]]:
-    """Each path against eager on dev prompts: vector cosine, same routed model, dev AIQ."""
-    train = load_questions(bundled("mmlu_pro"), split="train")
-    dev = load_questions(bundled("mmlu_pro"), split="dev")[:n_dev]
-    pool = by_path["eager"].pool
-    evaluation = Evaluation(pool, train, dev, dev, predictor=by_path["eager"].predictor)
-    texts = [q.prompt for q in evaluation.test]
-    tokens = np.array(count_tokens_batch(texts))
-    singles = evaluation.real_cost.mean(0)
-    cheapest = int(evaluation.expected_cost.mean(0).argmin())
-    start = Point(cost_per_query=float(singles[cheapest]), accuracy=float(evaluation.correct[:, cheapest].mean()))
-    vectors, quality, out = {}, {}, {}
-    for path, router in by_path.items():
-        vectors[path] = router.predictor.encoder.encode(texts)
-        quality[path] = router.predictor.predict(texts, pool.names)
-    for path in by_path:
-        curve = [p for p, _ in evaluation.budget_curve(quality[path])]
-        routed = {}
-        for tradeoff in (0.0, 0.3):
-            constraints = by_path[path].constraints.merged(quality_cost_tradeoff=tradeoff)
-            chosen = {p: by_path[p].selector.select(quality[p], tokens, constraints).chosen for p in (path, "eager")}
-            routed[tradeoff] = float(np.mean(chosen[path] == chosen["eager"]))
-        out[path] = {
-            "min_cosine_to_eager": round(float((vectors[path] * vectors["eager"]).sum(1).min()), 6),
-            "same_model_as_eager_tradeoff_0": round(routed[0.0], 4),
-            "same_model_as_eager_tradeoff_0.3": round(routed[0.3], 4),
-            "dev_aiq": round(aiq(curve + [start], float(singles.min()), float(singles.max())), 4),
-        }
-    return out
+def first_decision(runs: int = 3) -> dict[str, float | bool]:
+    """A fresh process's import + load + first route, seconds (median of ``runs``), and whether torch loaded."""
+    times, torch_loaded = [], False
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", FIRST_DECISION], capture_output=True, text=True, check=True).stdout.split()
+        times.append(float(out[0]))
+        torch_loaded |= out[1] == "True"
+    return {"first_decision_s": round(statistics.median(times), 3), "torch_loaded_to_route": torch_loaded}
 
 
 def main() -> None:
-    n_dev = int(sys.argv[1]) if len(sys.argv) > 1 else 1072
-    router = Router.from_directory(pool_names="open")
-    by_path = routers(router)
+    fresh = first_decision()
+    default = Router.from_directory(pool_names="open")
+    by_path = path_routers(default.pool.names)
     for each in by_path.values():
         each.route("warm-up")
     latency = paired_latency(by_path)
-    agree = agreement(by_path, n_dev)
 
-    names = router.pool.names
+    names = default.pool.names
     models = {n: FakeListChatModel(responses=["fine"] * 10_000) for n in names}
-    routoo = RoutooChatModel(models=models, router=by_path["torchscript"])
-    chosen = router.route(prompts(1, 999)[0]).model
+    routoo = RoutooChatModel(models=models, router=by_path["static"])
+    chosen = default.route(prompts(1, 999)[0]).model
     direct = p50_ms(lambda p: models[chosen].invoke(p), prompts(100, 2))
     routed = p50_ms(routoo.invoke, prompts(100, 3))
-    default = latency["torchscript"]
     result = {
-        "route_p50_ms_batch1": default["route_p50_ms_batch1"],
-        "route_ms_per_prompt_batch64": default["route_ms_per_prompt_batch64"],
-        "route_prompts_per_s_batch64": round(1000 / default["route_ms_per_prompt_batch64"], 1),
+        "route_p50_ms_batch1": latency["static"]["route_p50_ms_batch1"],
+        "route_ms_per_prompt_batch64": latency["static"]["route_ms_per_prompt_batch64"],
+        "route_prompts_per_s_batch64": round(1000 / latency["static"]["route_ms_per_prompt_batch64"], 1),
+        **fresh,
         "langchain_direct_invoke_p50_ms": round(direct, 2),
         "langchain_routoo_invoke_p50_ms": round(routed, 2),
         "langchain_overhead_p50_ms": round(routed - direct, 2),
-        "encoder_paths": {path: {**latency[path], **agree[path]} for path in PATHS},
-        "dev_prompts_for_agreement": n_dev,
-        "torch_threads": torch.get_num_threads(),
+        "encoder_paths": latency,
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "pool_size": len(names),
     }
-    print(f"{'encoder path':12s} {'p50 ms b1':>9s} {'ratio':>6s} {'ms/prompt b64':>13s} {'min cos':>8s} "
-          f"{'same@0':>7s} {'same@0.3':>8s} {'dev AIQ':>8s}")
-    for path, row in result["encoder_paths"].items():
-        print(f"{path:12s} {row['route_p50_ms_batch1']:9.2f} {row['paired_ratio_to_eager_batch1']:6.3f} "
-              f"{row['route_ms_per_prompt_batch64']:13.2f} {row['min_cosine_to_eager']:8.4f} "
-              f"{row['same_model_as_eager_tradeoff_0']:7.3f} {row['same_model_as_eager_tradeoff_0.3']:8.3f} {row['dev_aiq']:8.4f}")
+    print(f"{'encoder path':12s} {'p50 ms b1':>9s} {'ratio':>6s} {'ms/prompt b64':>13s}")
+    for path, row in latency.items():
+        print(f"{path:12s} {row['route_p50_ms_batch1']:9.3f} {row['paired_ratio_to_torchscript_batch1']:6.3f} "
+              f"{row['route_ms_per_prompt_batch64']:13.3f}")
     for key, value in result.items():
         if key != "encoder_paths":
             print(f"{key:34s} {value}")

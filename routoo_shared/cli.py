@@ -17,12 +17,12 @@ import typer
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__, pretty_exceptions_enable=False)
 
 DatasetOption = Annotated[str, typer.Option(help="bundled dataset used where no file is given: mmlu_pro, mmlu_routellm, reasoning_mix, task_mix, routellm_gsm8k or arena_bench")]
-PoolOption = Annotated[Optional[str], typer.Option(help="comma-separated model names; 'open' = mmlu_pro's open-weight models")]
+PoolOption = Annotated[Optional[str], typer.Option(help="comma-separated model names (aliases resolve: gpt-4o-mini); 'open' = mmlu_pro's open-weight models; with the bundled predictor, a dataset's name = its models")]
 ModelsOption = Annotated[Optional[Path], typer.Option(help="models.json: the pool's models and prices (required with your own data)")]
 RepresentationOption = Annotated[
-    str, typer.Option(help="prompt representation: minilm (fast) or lm-reader (SmolLM2 hidden states, slower)")
+    str, typer.Option(help="prompt representation: static (MiniLM distilled, fastest), minilm or lm-reader (SmolLM2 hidden states, slowest)")
 ]
-PredictorOption = Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: bundled mmlu_pro)")]
+PredictorOption = Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: the bundled general predictor)")]
 TradeoffOption = Annotated[float, typer.Option(help="quality given up per unit of the priciest model's cost")]
 MaxCostOption = Annotated[Optional[float], typer.Option(help="USD ceiling per query")]
 MinQualityOption = Annotated[Optional[float], typer.Option(help="cheapest model predicted at least this good")]
@@ -197,7 +197,7 @@ def train(
     models: ModelsOption = None,
     dataset: DatasetOption = "mmlu_pro",
     pool: PoolOption = None,
-    representation: RepresentationOption = "minilm",
+    representation: RepresentationOption = "static",
     engine: EngineOption = "local",
     workers: WorkersOption = 2,
 ) -> None:
@@ -307,7 +307,7 @@ def evaluate(
     reference: Annotated[Optional[str], typer.Option(help="comma-separated models to compare against in the table")] = None,
     points: Annotated[int, typer.Option(min=20, help="operating points per router curve")] = 40,
     representations: Annotated[
-        Optional[str], typer.Option(help="comma-separated: minilm, lm-reader (default: the predictor's, else minilm)")
+        Optional[str], typer.Option(help="comma-separated: static, minilm, lm-reader (default: the predictor's, else static)")
     ] = None,
     bootstrap: Annotated[int, typer.Option(min=0, help="bootstrap resamples for the AIQ intervals")] = 1000,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="write the report as JSON here")] = None,
@@ -404,13 +404,40 @@ def label(
     say(f"next: routoo train --train {out} --models {models} --out PREDICTOR_DIR")
 
 
+@app.command()
+@friendly
+def models(
+    predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: the bundled general predictor)")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="print the list as JSON")] = False,
+) -> None:
+    """List the models a predictor knows: the datasets and label counts behind each, and their other names."""
+    from routoo_shared.predictors.predictor import Predictor
+    from routoo_shared.routing.known_models import aliases_of
+    from routoo_shared.routing.router import BUNDLED_PREDICTOR
+
+    folder = predictor or BUNDLED_PREDICTOR
+    known = Predictor.load(folder).models
+    facts_file = folder / "known_models.json"
+    facts = json.loads(facts_file.read_text()) if facts_file.exists() else {}
+    rows = {m: {"datasets": facts.get(m, {}).get("datasets", {}), "aliases": facts.get(m, {}).get("aliases", aliases_of(m))}
+            for m in known}
+    if json_out:
+        typer.echo(json.dumps(rows, indent=1))
+        return
+    say(f"{len(known)} models known to {folder}")
+    say(f"{'model':34s} {'labels':>7s}  {'datasets (labels)':44s} also known as")
+    for name, row in rows.items():
+        datasets = ", ".join(f"{d} {n:,}" for d, n in row["datasets"].items()) or "-"
+        say(f"{name:34s} {sum(row['datasets'].values()):7,d}  {datasets:44s} {', '.join(row['aliases'])}")
+
+
 @app.command("add-model")
 @friendly
 def add_model(
     name: Annotated[str, typer.Argument(help="the new model: an entry of --models")],
     models: Annotated[Path, typer.Option(help="models.json with the new model's entry (provider + name, or provider 'local')")],
     out: Annotated[Path, typer.Option(help="folder for the predictor and pool with the new model")],
-    predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: bundled mmlu_pro)")] = None,
+    predictor: Annotated[Optional[Path], typer.Option(help="trained predictor folder (default: the bundled general predictor)")] = None,
     labels: Annotated[int, typer.Option(help="calibration questions to ask it (0: join on its declared prior)")] = 100,
     cache: Annotated[Optional[Path], typer.Option(help="answer cache, JSONL: an interrupted run resumes")] = None,
     concurrency: Annotated[int, typer.Option(help="calls in flight at once")] = 4,

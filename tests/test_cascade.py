@@ -14,8 +14,10 @@ from routoo_shared.routing.cascade import (
 )
 from routoo_shared.evaluation.cascades import cascade_curve, fit_policy
 from routoo_shared.data.formats import bundled, load_questions
+from routoo_shared.routing.answers import AnswerExtraction
 from routoo_shared.evaluation.harness import Evaluation
 from routoo_shared.routing.pool import ModelPool
+from routoo_shared.routing.cascade import BUNDLED_POLICY
 from routoo_shared.routing.router import Router
 
 CHEAP, STRONG = "cheap", "strong"
@@ -108,7 +110,7 @@ def test_logprobs_are_read_when_the_policy_was_fitted_on_them():
 
 @pytest.fixture(scope="module")
 def bundled_router():
-    return Router.from_directory()
+    return Router.from_directory(BUNDLED_POLICY.parent)  # the predictor the bundled policy was fitted for
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,10 @@ def test_router_attaches_plans_within_the_budget(bundled_router):
     assert capped.cascade is None  # the pair would not fit
     floor = router.route(prompt, cascade=bundled_policy, min_quality=0.5)
     assert floor.cascade is None
+    assert plan.task is None  # no per-task answer rules: the default extraction
+    ruled = bundled_policy.model_copy(update={"extraction": AnswerExtraction(rules={"biology": r"\b([A-D])\b"})})
+    task = router.route(prompt, cascade=ruled, quality_cost_tradeoff=0.3).cascade.task
+    assert task in router.predictor.categories  # the prompt's predicted category picks its answer rule
 
 
 def test_cascade_row_replays_recorded_answers(bundled_router, dev_questions):

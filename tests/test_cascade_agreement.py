@@ -163,3 +163,14 @@ def test_training_on_several_files_keeps_the_pools_results(tmp_path):
     assert "question 3" not in {q.prompt for q in rows}
     with pytest.raises(DatasetError, match="in both"):
         _train_files(f"{one},{one}", None, "mmlu_pro", [], [A, B])
+
+
+def test_a_model_sampled_twice_reads_its_own_agreement():
+    answers, correct = agreeing_answers(seed=7)
+    self_consistency = AgreementModel.fit(A, A, answers[:, 0], answers[:, 1], correct[:, 0])
+    policy = CascadePolicy(context=[A], agreement=[self_consistency])
+    quality, cost = np.array([[0.6, 0.9]]), np.array([[1e-5, 1e-4]])
+    (plan,) = policy.plans(quality, cost, [A, STRONG], PRICE, quality[:, :1])
+    assert plan.asks == [A, A] and plan.target == STRONG
+    assert plan.expected_cost_usd > 2 * cost[0, 0]  # both samples are paid for
+    assert not plan.should_escalate("The answer is 42", "42")

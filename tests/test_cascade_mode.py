@@ -164,3 +164,15 @@ def test_llama_index_cascades_on_complete_chat_and_streams(reply, answered_by):
     assert {c.additional_kwargs["model_name"] for c in chunks} == {answered_by}
     assert chunks[-1].message.content.strip() == (reply if answered_by == FIRST else f"answer from {TARGET}")
     assert budget.reserved_usd == 0 and budget.calls == (2 if answered_by == FIRST else 4)
+
+
+@pytest.mark.parametrize("second_reply, answered_by", [("It is 42.", FIRST), ("It is 7.", TARGET)])
+def test_llama_index_asks_a_pair_first(second_reply, answered_by):
+    llms = {name: Writer(reply=f"answer from {name}") for name in TRIO}
+    llms[FIRST].reply, llms[TRIO[1]].reply = "So the answer is 42", second_reply
+    budget = RoutooBudget(total_usd=1.0)
+    llm = RoutooLLM(llms=llms, router=planned_router(pair_plan), cascade=CascadePolicy.load(), budget=budget)
+    chunks = list(llm.stream_chat([ChatMessage(role="user", content="hello")]))
+    assert {c.additional_kwargs["model_name"] for c in chunks} == {answered_by}
+    assert chunks[-1].additional_kwargs["routoo"]["cascade_outcome"]["second"] == TRIO[1]
+    assert budget.reserved_usd == 0 and budget.calls == (2 if answered_by == FIRST else 3)

@@ -48,7 +48,7 @@ def test_evaluate_json_has_every_row_with_intervals(tmp_path):
     assert set(report["aiq_ci"]) == set(report["routers"]) and "routoo" not in report["aiq_minus_routoo_ci"]
     for name, ci in report["aiq_ci"].items():
         assert ci["low"] <= ci["high"] and ci["low"] - 0.03 <= report["aiq"][name] <= ci["high"] + 0.03
-    assert report["rows"]["routoo"] == {"representation": "minilm", "method": "routoo head"}
+    assert report["rows"]["routoo"] == {"representation": "static", "method": "routoo head"}
     assert report["best_model"] == "Meta-Llama-3_1-70B-Instruct"
     assert report["predictor"] == Predictor.load(BUNDLED_PREDICTOR).name
     assert "category_lookup" in result.output and "95% CI" in result.output

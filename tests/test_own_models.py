@@ -61,7 +61,7 @@ def cli(*args: str):
 
 def test_bundled_files_read_correct_as_score(tmp_path):
     q = load_questions(bundled("mmlu_pro"))[0]
-    assert set(q.results[WEAK].model_dump()) == {"score", "output_tokens", "latency_s"}
+    assert set(q.results[WEAK].model_dump()) == {"score", "output_tokens", "latency_s", "answer"}
     assert q.prompt.endswith("Answer:") and q.answer and q.options
     write_questions([q], tmp_path / "one.jsonl")
     again = load_questions(tmp_path / "one.jsonl")[0]

@@ -9,6 +9,7 @@ stands in where a test is about Routoo's own timing (timeouts, a client leaving 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import json
 import logging
 import os
@@ -32,8 +33,8 @@ from pydantic import BaseModel
 
 from langchain_routoo import RoutooChatModel
 from routoo_shared.server.app import create_app
-from routoo_shared.server.config import ServerConfig
-from routoo_shared.server.keys import add_key, digest
+from routoo_shared.server.config import KeyEntry, ServerConfig
+from routoo_shared.server.keys import KeyState, RateLimitedError, add_key, default_budget, digest
 from tests.conftest import TRIO, trio_router
 from tests.fake_openai import USAGE, FakeOpenAI
 
@@ -114,6 +115,8 @@ async def test_stream_carries_the_record_and_usage_on_its_last_chunk(app):
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     last = chunks[-1]
     assert last.usage.total_tokens == USAGE["total_tokens"] and last.model_extra["routoo"]["answered_by"] == last.model
+    spec = app.state.service.chat.router.pool[last.model]
+    assert last.model_extra["routoo"]["cost_usd"] == pytest.approx(spec.cost(USAGE["prompt_tokens"], USAGE["completion_tokens"]))
     assert all(c.model == last.model for c in chunks) and budget(app).reserved_usd == 0
 
 
@@ -330,6 +333,24 @@ def test_keys_add_stores_a_digest_and_returns_the_secret_once(tmp_path):
         add_key(config, "team-a", budget_usd=1)
     with pytest.raises(ValueError, match="budget_usd"):
         add_key(config, "team-b", budget_usd=float("nan"))
+
+
+def test_a_daily_budget_renews_at_utc_midnight_and_the_rate_window_slides():
+    now = [datetime.datetime(2026, 12, 4, 23, 59, tzinfo=datetime.timezone.utc).timestamp()]
+    entry = KeyEntry(name="team", sha256=digest(SECRET), budget_usd=1.0, renew="daily", requests_per_minute=2)
+    state = KeyState(entry, default_budget, clock=lambda: now[0])
+    today = state.budget()
+    hold = today.reserve("m", 0.4)
+    assert state.budget() is today and today.remaining_usd == pytest.approx(0.6)
+    state.admit(), state.admit()
+    with pytest.raises(RateLimitedError):
+        state.admit()
+    now[0] += 61  # past midnight, and past the minute
+    tomorrow = state.budget()
+    assert tomorrow is not today and tomorrow.remaining_usd == 1.0
+    today.settle(hold, 0.3)  # a call in flight across midnight settles on the day it started
+    assert today.spent_usd == 0.3 and tomorrow.spent_usd == 0
+    state.admit()
 
 
 # ----- a real server on a loopback port

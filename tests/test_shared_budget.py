@@ -116,3 +116,11 @@ def test_a_shared_budget_pickles_to_the_same_budget(redis_server):
     copy.release(hold)
     with pytest.raises(TypeError, match="cannot be pickled"):
         pickle.dumps(RoutooBudget(1.0))
+
+
+def test_a_budget_gone_from_redis_admits_nothing(redis_server):
+    store = RedisBudgetStore(redis_server.url, "gone", on_unavailable="admit")
+    budget = RoutooBudget(1.0, store=store)
+    store.delete()  # as a Redis restarted without persistence would have it
+    with pytest.raises(StoreUnavailableError, match="not in Redis"):
+        budget.reserve("m", 0.1, 0.2)

@@ -97,6 +97,21 @@ async def test_server_workers_on_one_store_share_each_keys_budget(redis_server):
     assert shared.spent_usd <= total + max(spec.cost(20, spec.max_output_tokens) for spec in capable_router().pool.models)
 
 
+async def test_server_workers_on_one_store_share_each_keys_request_window(redis_server):
+    from routoo_shared.server.app import create_app
+    from routoo_shared.server.config import ServerConfig
+    from tests.test_server import QUESTION, SECRET, capable_router, digest, sdk, upstreams
+
+    config = ServerConfig.from_data({"pool": "local", "keys": [{"name": "limited", "sha256": digest(SECRET),
+                                                                "requests_per_minute": 3}]})
+    workers = [create_app(config, chat_models=upstreams(), router=capable_router(), store=redis_server.url) for _ in range(2)]
+    for turn in range(3):
+        await sdk(workers[turn % 2]).chat.completions.create(model="routoo", messages=QUESTION)
+    with pytest.raises(openai.RateLimitError) as caught:  # the 4th of the minute, whichever worker takes it
+        await sdk(workers[1]).chat.completions.create(model="routoo", messages=QUESTION)
+    assert "3 requests per minute" in str(caught.value) and 0 < float(caught.value.response.headers["retry-after"]) <= 60
+
+
 def test_serve_refuses_several_workers_without_a_shared_store():
     from tests.test_server import cli
 
@@ -104,3 +119,16 @@ def test_serve_refuses_several_workers_without_a_shared_store():
     assert refused.returncode == 2 and "--workers 4 needs --store redis://" in refused.stderr
     unreachable = cli("serve", "--pool", "local", "--workers", "2", "--store", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 2 and "did not answer" in unreachable.stderr
+
+
+def test_feedback_from_every_worker_lands_in_one_stream(redis_server, tmp_path):
+    from routoo_shared.data.formats import load_questions
+    from routoo_shared.stores.redis_store import RedisFeedbackLog
+
+    one = RedisFeedbackLog(redis_server.url, "feedback-test")
+    other = pickle.loads(pickle.dumps(one))
+    one.record("What is 2+2?", TRIO[0], score=1.0, output_tokens=3)
+    other.record([{"role": "user", "content": "Name a prime."}], TRIO[1], thumbs_up=False)
+    assert one.export(tmp_path / "feedback.jsonl") == 2
+    rows = load_questions(tmp_path / "feedback.jsonl")
+    assert [next(iter(q.results)) for q in rows] == TRIO[:2] and rows[1].results[TRIO[1]].score == 0.0

@@ -25,7 +25,10 @@ class EncoderWorker:
 
 def encode_into_cache(encoder, texts: list[str], engine) -> int:
     """Embed on ``engine`` the distinct ``texts`` that ``encoder``'s cache lacks and store them in it (on
-    disk); how many were embedded."""
+    disk); how many were embedded. An encoder without a cache (the static encoder: tens of microseconds a
+    prompt) has nothing worth distributing: none."""
+    if getattr(encoder, "cache", None) is None:
+        return 0
     missing = sorted({text for text in texts if encoder.cache.get(text) is None})
     if not missing:
         return 0

@@ -12,6 +12,7 @@ for reading and writing.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from itertools import islice
@@ -131,8 +132,9 @@ class RayEngine:
             import ray
         except ImportError as error:
             raise RuntimeError("--engine ray needs Ray Data: pip install 'ray[data]'") from error
+        address = self.address or os.environ.get("RAY_ADDRESS")
         if not ray.is_initialized():
-            ray.init(address=self.address, num_cpus=None if self.address else self.workers + 1,  # + reads, writes
+            ray.init(address=address, num_cpus=None if address else self.workers + 1,  # + reads, writes
                      include_dashboard=False, log_to_driver=False, configure_logging=False)
         context = ray.data.DataContext.get_current()
         context.execution_options.preserve_order = True  # decisions come out in the prompts' order

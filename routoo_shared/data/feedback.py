@@ -52,11 +52,14 @@ class FeedbackLog:
             row["messages"] = [{"role": ROLES.get(role, role if role in ("system", "user", "assistant", "tool") else "user"), "content": text} for role, text in turns]
         row["results"] = {model: ModelResult(score=value, output_tokens=output_tokens, latency_s=latency_s)}
         question = Question.model_validate(row)
+        self._append(question)
+        return question
+
+    def _append(self, question: Question) -> None:
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a", encoding="utf-8") as handle:
                 handle.write(question.model_dump_json(exclude_none=True) + "\n")
-        return question
 
     def record_response(
         self, prompt_or_messages: Any, response: Any, *, score: float | None = None, thumbs_up: bool | None = None,

@@ -159,12 +159,13 @@ def predicted_quality(
 def tune_knn(
     train_x: np.ndarray, train_correct: np.ndarray, dev_x: np.ndarray, dev_correct: np.ndarray
 ) -> int:
-    """The k with the best dev log-loss."""
+    """The k with the best dev log-loss (among those below the number of training prompts)."""
     from routoo_shared.evaluation.metrics import log_loss
 
     seen = np.isfinite(dev_correct)
     losses = {
         k: log_loss(knn_quality(train_x, train_correct, dev_x, k)[seen], dev_correct[seen])
         for k in (10, 25, 50, 100, 200)
+        if k < len(train_x)
     }
     return min(losses, key=losses.get)

@@ -1,7 +1,8 @@
 """Cascades fitted and replayed on recorded answers: the evaluation side of ``routing.cascade``.
 
-``fit_policy`` fits a ``CascadePolicy``'s evidence models on held-out labelled answers;
-``replay_cascades`` runs the policy over a test split's recorded answers, charging both calls, for
+``fit_policy`` fits a ``CascadePolicy``'s evidence models (one model's answer length and format;
+two cheap models' agreement, from the per-result ``answer``) on held-out labelled answers;
+``replay_cascades`` runs the policy over a test split's recorded answers, charging every call, for
 the ``routoo+cascade`` row of ``routoo evaluate``.
 """
 

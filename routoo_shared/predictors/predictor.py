@@ -10,6 +10,13 @@ a few length/number features and gives a shared representation h(q). On top of i
 
 logit = b_m + sum_c p(c|q) o_{m,c} + softplus(a_m) d(q) + <e_m, h(q)>.
 
+A general predictor (the bundled one) is trained on several datasets at once: it has one column a
+(model, dataset) with labels, one difficulty a dataset, and categories named ``dataset:category``,
+so a model's level on one dataset's grading never leaks into another's. ``predict`` reads a model
+over the datasets that every requested model was measured on (for a pool within one dataset, that
+dataset's columns), weighted by p(dataset | prompt), the classifier's mass on each dataset's
+categories. Routing runs the forward pass in numpy (``head.py``): no torch on a call.
+
 Measured on 5-fold cross-validation inside train+dev (``scripts/select_predictor.py``), routing
 quality comes from the difficulty and the category offsets; see the README's results. The
 temperature is chosen by held-out routing quality (AIQ) when a ``RoutingTask`` is given; early
@@ -22,19 +29,18 @@ from __future__ import annotations
 import json
 import math
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
-from routoo_shared.predictors.encoder import PromptEncoder
 from routoo_shared.predictors.errors import PredictorFileError
-from routoo_shared.predictors.network import QualityNetwork, TrainConfig
-from routoo_shared.routing.tokens import count_tokens_batch
+from routoo_shared.predictors.head import Member, ensemble
+from routoo_shared.predictors.train_config import TrainConfig
+from routoo_shared.routing.known_models import resolve
+from routoo_shared.routing.tokens import count_tokens
 
 FORMAT = "routoo-predictor"
 FORMAT_VERSION = 2
@@ -44,12 +50,15 @@ N_FEATURES = 3
 
 if TYPE_CHECKING:
     from routoo_shared.evaluation.routing_quality import RoutingTask
+    from routoo_shared.predictors.network import QualityNetwork
     from routoo_shared.predictors.training import DevScore
+
+__all__ = ["Column", "EncoderConfig", "Predictor", "PredictorConfig", "PredictorFileError", "TrainConfig", "prompt_features"]
 
 
 def prompt_features(prompts: list[str]) -> np.ndarray:
     """Cheap signals of difficulty the sentence vector blurs: length and how numeric the text is."""
-    tokens = np.array(count_tokens_batch(prompts), dtype=np.float32)
+    tokens = np.array([count_tokens(p) for p in prompts], dtype=np.float32)  # tiktoken's batch call starts a thread pool a call
     digits = np.array([sum(c.isdigit() for c in p) / max(len(p), 1) for p in prompts], dtype=np.float32)
     maths = np.array([len(re.findall(r"[=+\-*/^<>√∑∫]", p)) / max(len(p), 1) for p in prompts], dtype=np.float32)
     return np.stack([np.log1p(tokens), digits, maths], axis=1)
@@ -66,12 +75,13 @@ def _finite(values: list[float]) -> list[float]:
 
 
 class EncoderConfig(BaseModel):
-    """Which prompt encoder the predictor reads: MiniLM (``minilm``) or the LM reader (``lm_reader``)."""
+    """Which prompt encoder the predictor reads: MiniLM (``minilm``), a bundled static encoder distilled
+    from it (``static``, ``name`` is its folder in ``datasets/encoders``) or the LM reader (``lm_reader``)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    kind: Literal["minilm", "lm_reader"] = "minilm"
-    name: str
+    kind: Literal["minilm", "static", "lm_reader"] = "minilm"
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
     max_length: int = Field(ge=8, le=8192)
     layers: list[Annotated[int, Field(ge=0, le=64)]] | None = None
     components: int | None = Field(default=None, ge=1, le=4096)
@@ -82,21 +92,43 @@ class EncoderConfig(BaseModel):
             raise ValueError("MiniLM reads at most 512 tokens")
         if self.kind == "lm_reader" and (not self.layers or self.components is None):
             raise ValueError("an lm_reader encoder needs its layers and components")
+        if self.kind == "static":
+            from routoo_shared.predictors.static_encoder import BUNDLED_STATIC
+
+            if not (BUNDLED_STATIC.parent / self.name / "config.json").is_file():
+                raise ValueError(f"no bundled static encoder {self.name!r} in {BUNDLED_STATIC.parent}")
         return self
 
     def build(self):
         if self.kind == "minilm":
+            from routoo_shared.predictors.encoder import PromptEncoder
+
             return PromptEncoder(max_length=self.max_length)
+        if self.kind == "static":
+            from routoo_shared.predictors.static_encoder import BUNDLED_STATIC, StaticEncoder
+
+            return StaticEncoder(BUNDLED_STATIC.parent / self.name, self.max_length)
         from routoo_shared.predictors.lm_reader import ReaderEncoder
 
         return ReaderEncoder(tuple(self.layers), self.max_length, self.components)
 
     @classmethod
     def of(cls, encoder) -> "EncoderConfig":
+        if getattr(encoder, "kind", "minilm") == "static":
+            return cls(kind="static", name=encoder.name, max_length=encoder.max_length)
         if getattr(encoder, "kind", "minilm") == "lm_reader":
             return cls(kind="lm_reader", name=encoder.name, max_length=encoder.max_length,
                        layers=list(encoder.layers), components=encoder.components)
         return cls(name=encoder.name, max_length=encoder.max_length)
+
+
+class Column(BaseModel):
+    """One output of a general predictor: a model as measured on one dataset."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    model: str = Field(min_length=1)
+    dataset: str
 
 
 class PredictorConfig(BaseModel):
@@ -114,6 +146,15 @@ class PredictorConfig(BaseModel):
     feature_std: list[float] = Field(min_length=N_FEATURES, max_length=N_FEATURES)
     temperature: float = Field(ge=0.05, le=20.0, allow_inf_nan=False)
     in_dim: int = Field(ge=1)
+    columns: list[Column] | None = None  # a general predictor's (model, dataset) outputs; default one a model
+
+    @model_validator(mode="after")
+    def _columns_name_models(self) -> "PredictorConfig":
+        if self.columns is not None:
+            pairs = [(c.model, c.dataset) for c in self.columns]
+            if len(set(pairs)) != len(pairs) or {c.model for c in self.columns} != set(self.models):
+                raise ValueError("columns must be unique (model, dataset) pairs that cover exactly the models")
+        return self
 
     @field_validator("feature_mean")
     @classmethod
@@ -139,12 +180,29 @@ def _field_errors(error: ValidationError) -> str:
     return "; ".join(f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in error.errors())
 
 
+def default_encoder():
+    """The encoder a new predictor reads unless told otherwise: the static encoder distilled from MiniLM
+    (it routed within MiniLM's confidence interval on every bundled dataset, at 1/100 of its cost)."""
+    from routoo_shared.predictors.static_encoder import StaticEncoder
+
+    return StaticEncoder()
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow warnings for large |x|
+
+
 class Predictor:
-    """An ensemble of ``QualityNetwork``s over a fixed list of models, with a temperature for calibration."""
+    """An ensemble of quality networks over fixed columns, with a temperature for calibration.
+
+    ``members`` are the networks' weights (numpy, by their state-dict names; ``networks`` gives
+    them as torch modules for training). ``models`` may repeat a name when ``column_datasets``
+    gives each column's dataset (a general predictor); ``Predictor.models`` lists each model once.
+    """
 
     def __init__(
         self,
-        networks: list[QualityNetwork],
+        members: list[Member],
         models: list[str],
         config: TrainConfig,
         feature_mean: np.ndarray,
@@ -152,59 +210,142 @@ class Predictor:
         encoder=None,
         temperature: float = 1.0,
         categories: list[str] | None = None,
+        column_datasets: list[str] | None = None,
     ):
-        self.networks = [n.eval() for n in networks]
-        self.models = list(models)
+        self.members = list(members)
+        self.column_models = list(models)
+        self.column_datasets = list(column_datasets) if column_datasets is not None else [""] * len(models)
+        if len(self.column_datasets) != len(self.column_models):
+            raise ValueError(f"{len(self.column_datasets)} column datasets for {len(self.column_models)} columns")
         self.config = config
         self.feature_mean = np.asarray(feature_mean, dtype=np.float32)
         self.feature_std = np.asarray(feature_std, dtype=np.float32)
-        self.encoder = encoder or PromptEncoder()
+        self.encoder = encoder or default_encoder()
         self.temperature = temperature
         self.categories = list(categories or [])
+        self._resolved: dict[str, str | None] = {}  # name -> known name, per routing call otherwise
+
+    @property
+    def models(self) -> list[str]:
+        """Every model the predictor knows, once each, in column order."""
+        return list(dict.fromkeys(self.column_models))
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(self.column_datasets))
 
     @property
     def name(self) -> str:
         """Which predictor this is, for decision records: the encoder it reads."""
         return f"routoo-head/{self.encoder.name}"
 
+    def _column_dataset(self) -> np.ndarray:
+        datasets = self.datasets
+        return np.array([datasets.index(d) for d in self.column_datasets], dtype=np.int64)
+
+    def _category_dataset(self) -> np.ndarray:
+        """Each category's dataset: the one whose columns hold its labels (``measured``)."""
+        measured = self.members[0]["measured"]  # columns x categories
+        column_dataset = self._column_dataset()
+        counts = np.stack([measured[column_dataset == d].sum(0) for d in range(len(self.datasets))])
+        return counts.argmax(axis=0)
+
+    @cached_property
+    def _layout(self) -> tuple[np.ndarray, np.ndarray | None]:
+        """(column -> dataset index, category -> dataset index), computed once (``add_model`` resets it)."""
+        return self._column_dataset(), self._category_dataset() if self.categories and len(self.datasets) > 1 else None
+
     # ----- inputs
-    def inputs(self, prompts: list[str], dataset: bool = False) -> torch.Tensor:
-        """Encoder vectors plus prompt features; ``dataset`` prompts show progress and are cached on disk."""
+    def inputs(self, prompts: list[str], dataset: bool = False) -> np.ndarray:
+        """Encoder vectors plus prompt features (float32); ``dataset`` prompts show progress and are cached on disk."""
         vectors = self.encoder.encode(prompts, progress=dataset, persist=dataset)
         features = (prompt_features(prompts) - self.feature_mean) / self.feature_std
-        return torch.from_numpy(np.concatenate([vectors, features], axis=1).astype(np.float32))
+        return np.concatenate([vectors, features], axis=1).astype(np.float32)
 
-    @torch.inference_mode()
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([network(x) for network in self.networks]).mean(0)
+    def column_probabilities(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Calibrated probabilities, inputs x columns, and p(category | prompt)."""
+        logits, categories = ensemble(self.members, x, self._layout[0])
+        return _sigmoid(logits / self.temperature), categories
 
     def predict(self, prompts: list[str], models: list[str] | None = None) -> np.ndarray:
-        """Calibrated probabilities, prompts x models (``models`` defaults to all known, in order).
+        """Calibrated probabilities, prompts x models (``models`` defaults to all known, in order;
+        any name the model registry resolves is accepted, e.g. ``gpt-4o-mini``).
 
-        A corrupt weight shows as NaN in its model's column; it is returned as is, never hidden.
+        Raises ValueError for no prompts and KeyError for a model the predictor does not know. A
+        corrupt weight shows as NaN in its model's column; it is returned as is, never hidden.
         """
         if not prompts:
             raise ValueError("predict needs at least one prompt")
-        columns = self.columns(models)
-        probs = torch.sigmoid(self._logits(self.inputs(prompts)) / self.temperature).numpy()
-        return probs[:, columns]
+        names = self.resolve_all(models) if models is not None else self.models
+        probabilities, categories = self.column_probabilities(self.inputs(prompts))
+        return self.read_models(probabilities, categories, names)
 
-    @torch.inference_mode()
+    def read_models(self, probabilities: np.ndarray, categories: np.ndarray, names: list[str]) -> np.ndarray:
+        """Prompts x ``names`` from column probabilities: each model read over the datasets every one of
+        ``names`` was measured on (its own datasets where they share none), weighted by p(dataset | prompt)."""
+        if len(self.datasets) == 1:
+            index = {model: j for j, model in enumerate(self.column_models)}
+            return probabilities[:, [index[name] for name in names]]
+        own = {name: {d for m, d in zip(self.column_models, self.column_datasets) if m == name} for name in names}
+        shared = set.intersection(*own.values())
+        if categories.shape[1]:
+            category_dataset = self._layout[1]
+            mass = {d: categories[:, category_dataset == k].sum(1) for k, d in enumerate(self.datasets)}
+        else:
+            mass = {d: np.ones(len(probabilities)) for d in self.datasets}
+        column = {(m, d): j for j, (m, d) in enumerate(zip(self.column_models, self.column_datasets))}
+        out = np.empty((len(probabilities), len(names)))
+        for j, name in enumerate(names):
+            datasets = sorted(shared or own[name])
+            weights = np.stack([mass[d] for d in datasets], axis=1) + 1e-9
+            weights /= weights.sum(axis=1, keepdims=True)
+            out[:, j] = (weights * probabilities[:, [column[name, d] for d in datasets]]).sum(axis=1)
+        return out
+
     def predict_categories(self, prompts: list[str]) -> np.ndarray:
         """p(category | prompt), prompts x ``categories`` (the ensemble's mean); empty without categories."""
-        x = self.inputs(prompts)
-        return torch.stack([torch.softmax(n.prompt_side(x)[2], dim=-1) for n in self.networks]).mean(0).numpy()
+        return self.column_probabilities(self.inputs(prompts))[1]
 
-    def columns(self, models: list[str] | None) -> list[int]:
-        if models is None:
-            return list(range(len(self.models)))
-        unknown = [m for m in models if m not in self.models]
+    def resolve_all(self, models: list[str]) -> list[str]:
+        """The known names of ``models`` (through the model registry); KeyError naming the unknown ones."""
+        if any(m not in self._resolved for m in models):
+            known = self.models
+            self._resolved.update({m: resolve(m, known) for m in models})
+        resolved = [self._resolved[m] for m in models]
+        unknown = [m for m, r in zip(models, resolved) if r is None]
         if unknown:
             raise KeyError(
                 f"the predictor has no embedding for model(s) {unknown}; it knows {self.models}. "
                 f"Learn one with Predictor.add_model(name, prompts, correct)"
             )
-        return [self.models.index(m) for m in models]
+        return resolved
+
+    def columns(self, models: list[str] | None) -> list[int]:
+        """Indices of ``models`` in ``models`` (all when None); KeyError for unknown ones."""
+        known = self.models
+        return list(range(len(known))) if models is None else [known.index(m) for m in self.resolve_all(models)]
+
+    # ----- torch, for training
+    @property
+    def networks(self) -> list["QualityNetwork"]:
+        """The members as torch modules (for training and adding a model; routing never builds them)."""
+        import torch
+
+        from routoo_shared.predictors.network import QualityNetwork
+
+        networks = []
+        for member in self.members:
+            network = QualityNetwork(
+                len(self.column_models), member["tower.1.weight"].shape[1], len(self.categories), self.config,
+                self._column_dataset().tolist(),
+            )
+            network.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in member.items()})
+            networks.append(network.eval())
+        return networks
+
+    @staticmethod
+    def member_of(network: "QualityNetwork") -> Member:
+        return {name: value.detach().numpy().astype(np.float32) for name, value in network.state_dict().items()}
 
     # ----- training
     @classmethod
@@ -220,15 +361,20 @@ class Predictor:
         categories: list[str | None] | None = None,
         dev_task: RoutingTask | None = None,
         dev_rows: np.ndarray | None = None,
+        column_datasets: list[str] | None = None,
     ) -> "Predictor":
-        """Fit on a questions x models matrix of scores in [0, 1] (NaN = unobserved).
+        """Fit on a questions x columns matrix of scores in [0, 1] (NaN = unobserved).
 
         ``categories`` (one label a training prompt, None where unknown) trains the category
-        classifier and offsets; without them the head has neither. ``dev_task`` (a
-        ``RoutingTask`` on the dev prompts ``dev_rows``, default all) lets ``config.early_stopping``
-        and ``config.temperature_by`` follow dev routing quality (AIQ); otherwise both use dev log-loss.
+        classifier and offsets; without them the head has neither. ``column_datasets`` (one a
+        column) makes a general predictor: ``models`` may then repeat a model, once a dataset, each
+        dataset with its own difficulty. ``dev_task`` (a ``RoutingTask`` on the dev prompts
+        ``dev_rows``, default all) lets ``config.early_stopping`` and ``config.temperature_by``
+        follow dev routing quality (AIQ); otherwise both use dev log-loss.
         Raises ValueError on empty or misshaped inputs.
         """
+        import torch
+
         from routoo_shared.predictors.training import DevScore, train_member
 
         config = config or TrainConfig()
@@ -238,41 +384,53 @@ class Predictor:
             raise ValueError(f"correct has shape {correct.shape}, expected {(len(prompts), len(models))}")
         if categories is not None and len(categories) != len(prompts):
             raise ValueError(f"{len(categories)} categories for {len(prompts)} prompts")
+        pairs = list(zip(models, column_datasets or [""] * len(models)))
+        if len(set(pairs)) != len(pairs):
+            raise ValueError("each (model, dataset) column must appear once")
         names = sorted({c for c in categories or [] if c}) if config.categories else []
         torch.manual_seed(config.seed)
         features = prompt_features(prompts)
-        predictor = cls([], models, config, features.mean(0), features.std(0) + 1e-6, encoder, categories=names)
-        x, y = predictor.inputs(prompts, dataset=True), torch.from_numpy(correct.astype(np.float32))
+        predictor = cls(
+            [], models, config, features.mean(0), features.std(0) + 1e-6, encoder, categories=names,
+            column_datasets=column_datasets,
+        )
+        x, y = torch.from_numpy(predictor.inputs(prompts, dataset=True)), torch.from_numpy(correct.astype(np.float32))
         index = {c: i for i, c in enumerate(names)}
         category = torch.tensor([index.get(c, -1) for c in (categories or [None] * len(prompts))])
-        x_dev, y_dev = predictor.inputs(dev_prompts, dataset=True), torch.from_numpy(dev_correct.astype(np.float32))
+        x_dev = torch.from_numpy(predictor.inputs(dev_prompts, dataset=True))
+        y_dev = torch.from_numpy(dev_correct.astype(np.float32))
         rows = np.arange(len(dev_prompts)) if dev_rows is None else dev_rows
         stopping = DevScore(y_dev, dev_task, rows, config.early_stopping)
         for member in range(config.ensemble):
             network = train_member(
-                x, y, category, len(names), x_dev, stopping, config, desc=f"training predictor {member + 1}/{config.ensemble}"
+                x, y, category, len(names), x_dev, stopping, config,
+                desc=f"training predictor {member + 1}/{config.ensemble}", column_dataset=predictor._column_dataset().tolist(),
             )
-            predictor.networks.append(network)
-        predictor.temperature = predictor._fit_temperature(x_dev, DevScore(y_dev, dev_task, rows, config.temperature_by))
+            predictor.members.append(cls.member_of(network))
+        predictor.temperature = predictor._fit_temperature(x_dev.numpy(), DevScore(y_dev, dev_task, rows, config.temperature_by))
         return predictor
 
-    def _fit_temperature(self, x_dev: torch.Tensor, score: DevScore) -> float:
-        logits = self._logits(x_dev)
+    def _fit_temperature(self, x_dev: np.ndarray, score: DevScore) -> float:
+        import torch
+
+        logits = torch.from_numpy(ensemble(self.members, x_dev, self._column_dataset())[0])
         grid = np.exp(np.linspace(np.log(0.5), np.log(2.0), 13 if score.by_aiq else 61))
         losses = [score(logits / t) for t in grid]
         return float(grid[int(np.argmin(losses))])
 
     def add_model(self, name: str, prompts: list[str], correct: np.ndarray, epochs: int = 200) -> None:
         """Learn a new model's (bias, slope, category offsets, embedding) from labelled prompts, starting
-        at the known model whose predictions fit them best; the rest stays frozen.
+        at the known column whose predictions fit them best; the rest stays frozen.
 
         ``correct``: one score a prompt in [0, 1] (0/1 correctness, or a soft score such as a
         judge's probability). Raises ValueError for a known name, too few prompts, or scores that
         are not finite values in [0, 1].
         """
+        import torch
+
         from routoo_shared.predictors.training import learn_new_model
 
-        if name in self.models:
+        if resolve(name, self.models) is not None:
             raise ValueError(f"model {name!r} is already known to the predictor")
         correct = np.asarray(correct, dtype=np.float32)
         if correct.ndim != 1 or len(prompts) != len(correct) or len(prompts) < 20:
@@ -280,15 +438,21 @@ class Predictor:
         if not (np.isfinite(correct).all() and (correct >= 0).all() and (correct <= 1).all()):
             raise ValueError("add_model scores must be finite values in [0, 1]")
         torch.manual_seed(self.config.seed)
-        x, y = self.inputs(prompts), torch.from_numpy(correct)[:, None]
+        inputs = self.inputs(prompts)
         split = max(1, len(prompts) // 5)
-        known = np.clip(torch.sigmoid(self._logits(x[split:]) / self.temperature).numpy(), 1e-4, 1 - 1e-4)  # x once
+        known = np.clip(self.column_probabilities(inputs[split:])[0], 1e-4, 1 - 1e-4)
         fit = correct[split:, None]
         like = int(np.nanargmin(-(fit * np.log(known) + (1 - fit) * np.log(1 - known)).mean(0)))
         config = self.config.model_copy(update={"epochs": epochs, "batch_size": 64, "lr": 1e-2, "patience": 20})
-        for network in self.networks:
+        x, y = torch.from_numpy(inputs), torch.from_numpy(correct)[:, None]
+        networks = self.networks
+        for network in networks:
             learn_new_model(network, x, y, split, config, like)
-        self.models.append(name)
+        self.members = [self.member_of(network) for network in networks]
+        self.column_models.append(name)
+        self.column_datasets.append(self.column_datasets[like])
+        self.__dict__.pop("_layout", None)
+        self._resolved.clear()
 
     def report(self, prompts: list[str], correct: np.ndarray) -> dict[str, dict[str, float]]:
         """Per-model log-loss, AUC, Brier and ECE of the calibrated probabilities."""
@@ -298,14 +462,13 @@ class Predictor:
 
     # ----- persistence
     def save(self, directory: str | Path) -> Path:
+        from safetensors.numpy import save_file
+
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {
-            f"{k}.{name}": value.detach().contiguous()
-            for k, network in enumerate(self.networks)
-            for name, value in network.state_dict().items()
-        }
-        save_file(tensors, directory / WEIGHTS_FILE)
+        tensors = {f"{k}.{name}": np.ascontiguousarray(value) for k, member in enumerate(self.members) for name, value in member.items()}
+        save_file(tensors, str(directory / WEIGHTS_FILE))
+        general = self.datasets != [""]
         config = PredictorConfig(
             format=FORMAT,
             version=FORMAT_VERSION,
@@ -316,9 +479,10 @@ class Predictor:
             feature_mean=self.feature_mean.tolist(),
             feature_std=self.feature_std.tolist(),
             temperature=float(self.temperature),
-            in_dim=int(self.networks[0].tower[1].in_features),
+            in_dim=int(self.members[0]["tower.1.weight"].shape[1]),
+            columns=[Column(model=m, dataset=d) for m, d in zip(self.column_models, self.column_datasets)] if general else None,
         )
-        (directory / CONFIG_FILE).write_text(config.model_dump_json(indent=1))
+        (directory / CONFIG_FILE).write_text(config.model_dump_json(indent=1, exclude_none=True))
         return directory
 
     @classmethod
@@ -326,6 +490,9 @@ class Predictor:
         """Read a saved predictor. Raises PredictorFileError, naming the file and the field, for a
         missing file, unreadable JSON or weights, any invalid value (NaN, infinity, wrong type or
         length, out-of-range number), or weights that do not match the config."""
+        from safetensors import SafetensorError
+        from safetensors.numpy import load_file
+
         directory = Path(directory)
         config_path, weights_path = directory / CONFIG_FILE, directory / WEIGHTS_FILE
         for path in (config_path, weights_path):
@@ -352,7 +519,7 @@ class Predictor:
                 f"{config.encoder.name} gives {encoder.dim} values + {N_FEATURES} features = {expected_in}"
             )
         try:
-            tensors = load_file(weights_path)
+            tensors = load_file(str(weights_path))
         except (SafetensorError, OSError, ValueError) as error:
             raise PredictorFileError(f"corrupt predictor weights {weights_path}: {error}") from error
         members = {name.split(".", 1)[0] for name in tensors}
@@ -361,20 +528,37 @@ class Predictor:
                 f"predictor weights {weights_path} hold members {sorted(members)}, but train_config.ensemble "
                 f"is {config.train_config.ensemble}"
             )
-        networks = []
+        columns = config.columns or [Column(model=m, dataset="") for m in config.models]
+        shapes = _weight_shapes(len(columns), len({c.dataset for c in columns}), len(config.categories), config)
+        loaded = []
         for k in range(config.train_config.ensemble):
-            network = QualityNetwork(len(config.models), config.in_dim, len(config.categories), config.train_config)
             prefix = f"{k}."
-            state = {name[len(prefix):]: t for name, t in tensors.items() if name.startswith(prefix)}
-            try:
-                network.load_state_dict(state)
-            except RuntimeError as error:
+            member = {name[len(prefix):]: t.astype(np.float32) for name, t in tensors.items() if name.startswith(prefix)}
+            member.setdefault("measured", np.ones(shapes["measured"], dtype=np.float32))  # files before it: all measured
+            found = {name: tuple(t.shape) for name, t in member.items()}
+            if found != shapes:
+                wrong = sorted(set(found) ^ set(shapes)) or [n for n in shapes if found[n] != shapes[n]]
                 raise PredictorFileError(
                     f"predictor weights {weights_path} do not match its config ({len(config.models)} models, "
-                    f"{len(config.categories)} categories, in_dim {config.in_dim}): {str(error).splitlines()[0]}"
-                ) from error
-            networks.append(network)
+                    f"{len(config.categories)} categories, in_dim {config.in_dim}): {wrong[0]} is "
+                    f"{found.get(wrong[0])}, expected {shapes.get(wrong[0])}"
+                )
+            loaded.append(member)
         return cls(
-            networks, config.models, config.train_config, np.array(config.feature_mean), np.array(config.feature_std),
-            encoder, config.temperature, config.categories,
+            loaded, [c.model for c in columns], config.train_config, np.array(config.feature_mean),
+            np.array(config.feature_std), encoder, config.temperature, config.categories, [c.dataset for c in columns],
         )
+
+
+def _weight_shapes(n_columns: int, n_datasets: int, n_categories: int, config: PredictorConfig) -> dict[str, tuple]:
+    """Every tensor of one ensemble member and its shape, as ``QualityNetwork`` saves them."""
+    hidden, dim, in_dim = config.train_config.hidden, config.train_config.dim, config.in_dim
+    shapes = {
+        "tower.1.weight": (hidden, in_dim), "tower.1.bias": (hidden,), "tower.4.weight": (dim, hidden), "tower.4.bias": (dim,),
+        "difficulty.weight": (n_datasets, dim), "difficulty.bias": (n_datasets,), "bias": (n_columns,),
+        "slope": (n_columns,), "offsets": (n_columns, n_categories), "embedding": (n_columns, dim),
+        "measured": (n_columns, n_categories),
+    }
+    if n_categories:
+        shapes |= {"classifier.weight": (n_categories, in_dim), "classifier.bias": (n_categories,)}
+    return shapes

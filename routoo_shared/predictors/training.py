@@ -50,9 +50,11 @@ class DevScore:
         return masked_bce(logits, self.y_dev).item()
 
 
-def train_member(x, y, category, n_categories, x_dev, score: DevScore, config: TrainConfig, desc: str) -> QualityNetwork:
+def train_member(
+    x, y, category, n_categories, x_dev, score: DevScore, config: TrainConfig, desc: str, column_dataset: list[int] | None = None
+) -> QualityNetwork:
     """One network of the ensemble, early-stopped on the dev score."""
-    network = QualityNetwork(y.shape[1], x.shape[1], n_categories, config)
+    network = QualityNetwork(y.shape[1], x.shape[1], n_categories, config, column_dataset)
     if config.start_from_rates:
         network.start_from_rates(y, category)
 
@@ -80,14 +82,16 @@ def learn_new_model(
     """
     with torch.no_grad():
         h, d, category_logits = network.prompt_side(x)
+        d = d[:, like : like + 1]  # the difficulty of the dataset the known model was measured on
         anchor = network.offsets[like : like + 1].clone()
+        measured = network.measured[like : like + 1].clone()  # it is read where the model it starts from was
     bias = nn.Parameter(network.bias[like : like + 1].detach().clone())
     slope = nn.Parameter(network.slope[like : like + 1].detach().clone())
     offsets = nn.Parameter(anchor.clone())
     embedding = nn.Parameter(torch.zeros(1, h.shape[1]), requires_grad=config.model_embedding)
 
     def loss_on(rows: torch.Tensor) -> torch.Tensor:
-        logits = QualityNetwork.combine(h[rows], d[rows], category_logits[rows], bias, slope, offsets, embedding)
+        logits = QualityNetwork.combine(h[rows], d[rows], category_logits[rows], bias, slope, offsets, embedding, measured)
         return masked_bce(logits, y[rows]) + 1e-3 * (embedding.pow(2).sum() + (offsets - anchor).pow(2).sum())
 
     held_out = torch.arange(split)
@@ -105,3 +109,5 @@ def learn_new_model(
             grown = nn.Parameter(torch.cat([getattr(network, name), value.detach()]))
             grown.requires_grad_(getattr(network, name).requires_grad)
             setattr(network, name, grown)
+        network.measured = torch.cat([network.measured, measured])
+        network.column_dataset = torch.cat([network.column_dataset, network.column_dataset[like : like + 1]])

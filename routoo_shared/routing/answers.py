@@ -6,9 +6,8 @@ itself evidence, the answer's format); normalisation makes equal answers equal a
 (``"1,000"``, ``"1000.0"`` and ``"$1000"`` -> ``"1000"``; ``"[(4,1)]"`` and ``"[(4, 1)]"`` -> one form).
 
 Defaults by kind: ``number`` (a ``\\boxed{}`` value, "the answer is X", "#### X", else the last number),
-``letter`` (a multiple-choice letter A-J), ``literal`` (a code literal: ``[ANSWER]...[/ANSWER]``, the
-last fenced or backticked snippet, else the last line), tried in ``default`` order when no rule
-names the task.
+``letter`` (a multiple-choice letter A-J), ``literal`` (a code literal: ``[ANSWER]...[/ANSWER]``, or
+the last fenced or backticked snippet), tried in ``default`` order when no rule names the task.
 """
 
 from __future__ import annotations
@@ -106,8 +105,10 @@ def _as_number(text: str) -> str | None:
 
 class AnswerExtraction(BaseModel):
     """How final answers are read from text: ``rules`` maps a task to a regex (its first group is the
-    answer) or a default kind; ``functions`` (in memory only) maps a task to ``text -> answer | None``;
-    tasks without either use the ``default`` kinds in order (the first that finds an answer)."""
+    answer) or a default kind; ``with_function(task, fn)`` adds, in memory only, a function
+    ``text -> answer | None`` for a task; tasks without either use the ``default`` kinds in order
+    (the first that finds an answer). At run time a prompt's task is the predictor's most likely
+    category (``CascadePlan.task``). Raises ``AnswerExtractionError`` for an unusable regex."""
 
     rules: dict[str, str] = Field(default_factory=dict)
     default: list[Kind] = Field(default_factory=lambda: ["literal", "number", "letter"], min_length=1)

@@ -14,6 +14,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from routoo_shared.routing.known_models import resolve
 from routoo_shared.routing.pool import ModelPool, ModelSpec
 
 
@@ -119,16 +120,22 @@ def load_pool(path: str | Path, names: list[str] | None = None) -> ModelPool:
 CLOSED_OR_EXCLUDED = ("gemini-", "c4ai-command-r", "jamba", "DeepSeek")
 
 
-def pool_names(spec: str | None, available: list[str]) -> list[str]:
-    """Expand a ``--pool`` value: comma-separated names, where ``open`` stands for the open-weight models."""
+def pool_names(spec: str | None, available: list[str], groups: dict[str, list[str]] | None = None) -> list[str]:
+    """Expand a ``--pool`` value: comma-separated names or ``groups`` names, where ``open`` stands for the
+    open-weight models unless ``groups`` defines it; a name the model registry resolves to an
+    ``available`` one (``Meta-Llama-3.1-70B-Instruct`` for ``Meta-Llama-3_1-70B-Instruct``) counts as it.
+    Raises KeyError naming unknown models."""
+    groups = groups or {}
     if not spec:
         return list(available)
     names: list[str] = []
     for item in (part.strip() for part in spec.split(",")):
-        if item == "open":
+        if item in groups:
+            names += groups[item]
+        elif item == "open":
             names += [m for m in available if not m.startswith(CLOSED_OR_EXCLUDED)]
         elif item:
-            names.append(item)
+            names.append(resolve(item, available) or item)
     unknown = [n for n in names if n not in available]
     if unknown:
         raise KeyError(f"unknown model(s) {unknown}; the data has {available}")

@@ -34,7 +34,6 @@ from routoo_shared.routing.fallback import (
     InvalidUsageError,
     failure_kind,
     is_fallback_error,
-    malformed_answer,
 )
 from routoo_shared.routing.health import ModelHealth
 from routoo_shared.routing.router import Router, RoutingDecision
@@ -53,9 +52,6 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
-# Every keyword a call may carry for the engine rather than for the model: routing settings and
-# capability flags, the attempt timeout, a forced model and the conversation's session id.
-CALL_SETTINGS = (*Constraints.model_fields, "timeout_s", "model", "session_id")
 FAILURE_WORDS = {
     "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
@@ -96,8 +92,9 @@ class RoutedCall:
     answered_by: str | None = None
     cooling: list[str] = field(default_factory=list)
     cascaded: dict[str, Any] | None = None  # the cascade's outcome, once its first model was called
+    cost_usd: float = 0.0  # what this call's attempts were charged (billed usage priced, else holds kept)
     _hold: Reservation | None = None
-    _prompt_sizes: dict[str, int] = field(default_factory=dict)
+    _prompt_sizes: dict[Any, int] = field(default_factory=dict)  # by tokenizer
 
     # ----- candidates
     def models(self) -> Iterator[str]:
@@ -193,9 +190,10 @@ class RoutedCall:
         (``ModelSpec.prompt_tokens``), else the routed size."""
         if self.prompt is None:
             return self.decision.input_tokens
-        if name not in self._prompt_sizes:
-            self._prompt_sizes[name] = self.owner.router.pool[name].prompt_tokens(self.prompt, self.tools)
-        return self._prompt_sizes[name]
+        spec = self.owner.router.pool[name]
+        if spec.tokenizer not in self._prompt_sizes:  # models that count alike share one measure
+            self._prompt_sizes[spec.tokenizer] = spec.prompt_tokens(self.prompt, self.tools)
+        return self._prompt_sizes[spec.tokenizer]
 
     def output_bound(self, name: str) -> int:
         """Output tokens ``name`` may write: what its provider class really asks for (``asked``, given by
@@ -213,7 +211,9 @@ class RoutedCall:
         return budget.reserve(name, expected, spec.worst_cost(prompt, bound))
 
     def _charge(self, usd: float | None) -> None:
-        """Settle the current hold at ``usd``, or release it when ``usd`` is None."""
+        """Settle the current hold at ``usd`` (added to ``cost_usd``), or release it when ``usd`` is None."""
+        if usd is not None:
+            self.cost_usd += usd
         hold, self._hold = self._hold, None
         if hold is None:
             return
@@ -406,9 +406,9 @@ class RoutedCalls(BaseModel):
 
     @field_serializer("budget")
     def _describe_budget(self, budget: RoutooBudget | None) -> dict[str, float] | None:
-        """The budget's configuration, never its live state (spending changes on every call, and
-        identities built from ``to_dict``, such as LlamaIndex's ingestion-cache keys, must not)."""
-        return None if budget is None else {"total_usd": budget.total_usd}
+        if budget is None:
+            return None
+        return {"total_usd": budget.total_usd, "spent_usd": budget.spent_usd, "reserved_usd": budget.reserved_usd}
 
     @field_serializer("conversations")
     def _describe_store(self, store: ConversationStore) -> str:
@@ -440,11 +440,6 @@ class RoutedCalls(BaseModel):
         if policy is None:
             return is_fallback_error(error)
         return isinstance(error, policy) if isinstance(policy, tuple) else bool(policy(error))
-
-    def pool_model(self, name: str) -> Any:
-        """The integration's object for pool model ``name`` (a chat model, an LLM): its class tells a
-        provider's unreadable answer from the caller's own error (``fallback.malformed_answer``)."""
-        raise NotImplementedError
 
     def check_pool(self, given: set[str]) -> None:
         pool = set(self.router.pool.names)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -17,8 +18,9 @@ from routoo_shared.routing.budget import BudgetExhaustedError, RoutooBudget
 from routoo_shared.routing.cascade import CascadePlan, CascadePolicy
 from routoo_shared.datasets import BUNDLED_DIR
 from routoo_shared.routing.models_file import pool_names as expand_pool
+from routoo_shared.routing.known_models import known_as, resolve
 from routoo_shared.routing.messages import prompt_tokens, routing_text
-from routoo_shared.routing.pool import ModelPool
+from routoo_shared.routing.pool import ModelPool, ModelSpec
 from routoo_shared.predictors.errors import PredictorFileError
 from routoo_shared.routing.selector import (
     Constraints,
@@ -33,7 +35,7 @@ if TYPE_CHECKING:  # loaded with the predictor's file: importing the router need
     from routoo_shared.predictors.predictor import Predictor
 
 
-BUNDLED_PREDICTOR = BUNDLED_DIR / "predictors" / "mmlu_pro"
+BUNDLED_PREDICTOR = BUNDLED_DIR / "predictors" / "general"  # every bundled dataset's models (scripts/train_general_predictor.py)
 
 
 class Candidate(BaseModel):
@@ -102,19 +104,47 @@ class RoutingDecision(BaseModel):
         )
 
 
+def _pool_groups(directory: Path) -> dict[str, list[str]]:
+    """Named groups of a predictor folder's pool (``pools.json``: {"name": [models]}), if it has them."""
+    path = directory / "pools.json"
+    if not path.exists():
+        return {}
+    try:
+        groups = json.loads(path.read_text())
+    except ValueError as error:
+        raise PredictorFileError(f"corrupt pool groups {path}: {error}") from error
+    if not isinstance(groups, dict) or not all(isinstance(v, list) and all(isinstance(n, str) for n in v) for v in groups.values()):
+        raise PredictorFileError(f"{path} must map group names to lists of model names")
+    return groups
+
+
+def _named_as_asked(spec: ModelSpec, asked: str, groups: dict[str, list[str]]) -> ModelSpec:
+    """The spec under the name the caller used for it, where that was another name of the model."""
+    for item in (part.strip() for part in asked.split(",")):
+        if item not in groups and item != spec.name and resolve(item, [spec.name]) == spec.name:
+            return spec.model_copy(update={"name": item})
+    return spec
+
+
 class Router:
     """Predictor + selector over a pool; every decision of a batch comes from one vectorised pass."""
 
     def __init__(self, pool: ModelPool, predictor: Predictor, constraints: Constraints | None = None):
-        unknown = [m.name for m in pool.models if m.name not in predictor.models and not m.has_prior]
+        labelled = [known_as(m, predictor.models) for m in pool.models]
+        unknown = [m.name for m, known in zip(pool.models, labelled) if known is None and not m.has_prior]
         if unknown:
             raise KeyError(
                 f"the predictor has no labels for model(s) {unknown}; it knows {predictor.models}. Learn them "
                 f"with Predictor.add_model or 'routoo add-model', or declare prior_quality or prior_like"
             )
-        strangers = [m.prior_like for m in pool.models if m.prior_like and m.prior_like not in predictor.models]
+        strangers = [m.prior_like for m in pool.models if m.prior_like and resolve(m.prior_like, predictor.models) is None]
         if strangers:
             raise KeyError(f"prior_like names model(s) {strangers} the predictor does not know; it knows {predictor.models}")
+        # what the predictor reads for each pool model: its own labels (under the registry's name), else its prior_like's
+        self._sources = [
+            known or (resolve(m.prior_like, predictor.models) if m.prior_like else None) for m, known in zip(pool.models, labelled)
+        ]
+        self._unlabelled = [known is None for known in labelled]
         self.pool = pool
         self.predictor = predictor
         self.selector = Selector(pool, constraints)
@@ -124,23 +154,32 @@ class Router:
 
     def _predict_pool(self, texts: list[str]) -> np.ndarray:
         """Prompts x pool models: the predictor's estimate, or a declared prior for a model it has no labels for."""
-        sources = [m.name if m.name in self.predictor.models else m.prior_like for m in self.pool.models]
-        columns = list(dict.fromkeys(s for s in sources if s is not None))
-        predicted = self.predictor.predict(texts, columns)
-        quality = np.empty((len(texts), len(self.pool)))
-        for j, (spec, source) in enumerate(zip(self.pool.models, sources)):
+        return self._predict_models(texts)
+
+    def _predict_models(self, texts: list[str], context: tuple[str, ...] | list[str] = ()) -> np.ndarray:
+        """Prompts x (pool models, then ``context`` models, known names) in one predictor pass."""
+        columns = list(dict.fromkeys([s for s in self._sources if s is not None] + list(context)))
+        predicted = self.predictor.predict(texts, columns) if columns else np.empty((len(texts), 0))
+        quality = np.empty((len(texts), len(self.pool) + len(context)))
+        for j, (spec, source) in enumerate(zip(self.pool.models, self._sources)):
             quality[:, j] = predicted[:, columns.index(source)] if source is not None else spec.prior_quality
+        for j, name in enumerate(context, len(self.pool)):
+            quality[:, j] = predicted[:, columns.index(name)]
         return quality
 
     @classmethod
     def from_directory(
         cls, directory: str | Path | None = None, pool_names: str | list[str] | None = None, constraints: Constraints | None = None
     ) -> "Router":
-        """A router from a ``routoo train`` folder (default: the predictor bundled for mmlu_pro's 29 models).
+        """A router from a ``routoo train`` folder (default: the bundled general predictor, which knows
+        every bundled dataset's models; its default pool is mmlu_pro's 29).
 
-        ``pool_names`` keeps a subset of its pool: a list, or a ``--pool`` string such as ``"open"``.
+        ``pool_names`` keeps a subset of its pool: a list, or a ``--pool`` string. Besides model names
+        (any name the model registry resolves: ``gpt-4o-mini``, ``Meta-Llama-3.1-70B-Instruct``; the
+        pool keeps the name you gave), the folder's ``pools.json`` names groups: for the bundled
+        predictor ``open`` (mmlu_pro's 24 open-weight models) and each bundled dataset's name.
         """
-        from routoo_shared.predictors.predictor import Predictor  # torch and the encoder load with it
+        from routoo_shared.predictors.predictor import Predictor  # its numpy head and encoder load with it
 
         directory = Path(directory) if directory else BUNDLED_PREDICTOR
         predictor = Predictor.load(directory)
@@ -148,9 +187,11 @@ class Router:
         if not pool_file.exists():
             raise PredictorFileError(f"no pool.json next to the predictor in {directory}")
         pool = ModelPool.model_validate_json(pool_file.read_text())
-        if pool_names:
-            spec = pool_names if isinstance(pool_names, str) else ",".join(pool_names)
-            pool = pool.subset(expand_pool(spec, pool.names))
+        groups = _pool_groups(directory)
+        if pool_names or "default" in groups:
+            spec = pool_names if isinstance(pool_names, str) else ",".join(pool_names or ["default"])
+            pool = pool.subset(expand_pool(spec, pool.names, groups))
+            pool = ModelPool(models=[_named_as_asked(m, spec, groups) for m in pool.models])
         router = cls(pool, predictor, constraints)
         router.directory = directory
         return router
@@ -228,8 +269,20 @@ class Router:
         decisions = self._decisions(quality, tokens, selection)
         if cascade is not None:
             plans = self._plan_cascades(cascade, quality, tokens, selection, constraints, context_quality)
-            decisions = [d.model_copy(update={"cascade": plan}) for d, plan in zip(decisions, plans)]
+            tasks = self._answer_tasks(cascade, texts, plans)
+            decisions = [
+                d.model_copy(update={"cascade": plan and plan.model_copy(update={"task": task})})
+                for d, plan, task in zip(decisions, plans, tasks)
+            ]
         return decisions
+
+    def _answer_tasks(self, policy: CascadePolicy, texts: list[str], plans: list) -> list[str | None]:
+        """Each planned prompt's task for the policy's per-task answer rules: the predictor's most
+        likely category (None without rules, categories or a plan)."""
+        if not policy.extraction.rules or not self.predictor.categories or not any(plans):
+            return [None] * len(texts)
+        likely = self.predictor.predict_categories(texts).argmax(axis=1)
+        return [self.predictor.categories[c] if plan else None for c, plan in zip(likely, plans)]
 
     def _plan_cascades(
         self,
@@ -301,7 +354,7 @@ class Router:
         texts = [routing_text(p) for p in prompts]
         tokens = np.array([self.prompt_size(p, tools) for p in prompts])
         if context:  # a cascade's context models too: one pass of its own, outside the shared batches
-            return texts, tokens, self.predictor.predict(texts, self.pool.names + list(context))
+            return texts, tokens, self._predict_models(texts, context)
         return texts, tokens, self._batcher(texts)
 
     def _decisions(self, quality: np.ndarray, tokens: np.ndarray, selection: Selection) -> list[RoutingDecision]:
@@ -317,7 +370,7 @@ class Router:
                     predicted_quality=float(quality[row, j]),
                     estimated_cost_usd=float(cost[row, j]),
                     excluded_by=selection.excluded_by[row, j],
-                    unlabelled=names[j] not in self.predictor.models,
+                    unlabelled=self._unlabelled[j],
                 )
                 for j in order
             ]

@@ -20,7 +20,7 @@ import anyio
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk
+from langchain_core.messages import AIMessageChunk
 
 from langchain_routoo import RoutooChatModel
 from routoo_shared.routing.budget import BudgetExhaustedError
@@ -111,7 +111,12 @@ class RoutingService:
                                     store=store, **model_fields)
         self.defaults = defaults
         self.health = self.chat.health  # made now, so every per-request copy shares it
-        self.keyring = Keyring(config.keys, make_budget)
+        window = None
+        if store is not None:  # every worker counts each key's requests in one window
+            from routoo_shared.stores.redis_store import RedisRequestWindow
+
+            window = RedisRequestWindow(store)
+        self.keyring = Keyring(config.keys, make_budget, window)
         self.metrics = ServerMetrics(self.keyring, self.health, self.pool_names)
         self._check_names()
 
@@ -216,10 +221,9 @@ class RoutingService:
             raise self._failed(error) from error
         message = result["raw"] if structured else result
         record = message.response_metadata["routoo"]
-        cost = self._cost(record["answered_by"], message)
-        self.metrics.answered(record["answered_by"], cost, record["attempts"])
-        headers = self._headers(record, cost)
-        body = completion(message, record["answered_by"], {**record, "cost_usd": cost}, structured)
+        self.metrics.answered(record["answered_by"], record["cost_usd"], record["attempts"])
+        headers = self._headers(record, record["cost_usd"])
+        body = completion(message, record["answered_by"], record, structured)
         if request.stream:  # a structured answer arrives whole: one content chunk
             writer = ChunkWriter(record["answered_by"], request.include_usage)
             events = [writer.whole(body["choices"][0]["message"]["content"]),
@@ -256,10 +260,9 @@ class RoutingService:
             finally:
                 with anyio.CancelScope(shield=True):
                     await chunks.aclose()
-            final = {**record, **total.response_metadata["routoo"]}
-            cost = self._cost(answered_by, total)
-            self.metrics.answered(answered_by, cost, record["attempts"])
-            for event in writer.end(finish_reason(total), usage_of(total), {**final, "cost_usd": cost}):
+            final = {**record, **total.response_metadata["routoo"]}  # the last chunk adds usage and cost
+            self.metrics.answered(answered_by, final["cost_usd"], record["attempts"])
+            for event in writer.end(finish_reason(total), usage_of(total), final):
                 yield event
             yield "data: [DONE]\n\n"
 
@@ -270,14 +273,6 @@ class RoutingService:
         if isinstance(error, AllModelsFailedError):
             self.metrics.failed(a.model_dump() for a in error.attempts)
         return call_error(error)
-
-    def _cost(self, model: str, message: AIMessage | AIMessageChunk) -> float:
-        """USD the answer cost, as the budget charged it: its reported usage, else the routing estimate."""
-        usage = message.usage_metadata or message.response_metadata.get("routoo", {}).get("usage")
-        if usage:
-            return self.chat.router.pool[model].cost(usage["input_tokens"], usage["output_tokens"])
-        record = message.response_metadata["routoo"]
-        return next(c["estimated_cost_usd"] for c in record["candidates"] if c["model"] == model)
 
     @staticmethod
     def _headers(record: dict, cost: float | None) -> dict[str, str]:
@@ -313,8 +308,8 @@ def create_app(config: ServerConfig, chat_models: dict[str, BaseChatModel] | Non
                make_budget: BudgetFactory = default_budget, store: str | None = None) -> FastAPI:
     """The server for ``config``. ``chat_models`` and ``router`` replace the ones the config builds (tests,
     or a worker that has them already); ``make_budget`` makes every key's budget. With ``store``
-    (``redis://host:port/db``) the keys' budgets and the models' cooldowns live in Redis, shared by
-    every worker and host serving the same config."""
+    (``redis://host:port/db``) the keys' budgets and request windows and the models' cooldowns live in
+    Redis, shared by every worker and host serving the same config."""
     if store is not None and make_budget is default_budget:
         make_budget = shared_budgets(store)
     service = RoutingService(config, chat_models, router, make_budget, store)

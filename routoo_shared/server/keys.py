@@ -2,8 +2,8 @@
 
 A secret is shown once, when ``routoo keys add`` makes it; the config keeps its SHA-256 only, and
 nothing the server logs or returns holds either (a request's key is known by its name). Every
-per-key budget is made in ``Keyring`` by one factory, so a shared store (several workers) can
-supply budgets of its own.
+per-key budget is made in ``Keyring`` by one factory and every request window may be a shared one, so
+a shared store (several workers) can supply budgets and windows of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 import yaml
 
@@ -23,6 +24,13 @@ from routoo_shared.server.config import KeyEntry, ServerConfig
 
 SECRET_PREFIX = "rt-"
 BudgetFactory = Callable[[KeyEntry, str], RoutooBudget]  # (key, period such as "2026-12-04" or "all") -> budget
+
+
+class RequestWindow(Protocol):
+    """Requests per key over the last minute, kept for several workers (``RedisRequestWindow``)."""
+
+    def admit(self, key: str, limit: int) -> float | None:
+        """None when ``key`` may send one more request now (counted), else the seconds to wait."""
 
 
 class AuthenticationError(Exception):
@@ -80,9 +88,11 @@ def shared_budgets(store: str) -> BudgetFactory:
 class KeyState:
     """A key's budget for the current period and its request times over the last minute."""
 
-    def __init__(self, entry: KeyEntry, make_budget: BudgetFactory, clock: Callable[[], float] = time.time):
+    def __init__(self, entry: KeyEntry, make_budget: BudgetFactory, clock: Callable[[], float] = time.time,
+                 window: "RequestWindow | None" = None):
         self.entry = entry
         self._make_budget = make_budget
+        self._window = window
         self._clock = clock
         self._period: str | None = None
         self._budget: RoutooBudget | None = None
@@ -112,6 +122,11 @@ class KeyState:
         limit = self.entry.requests_per_minute
         if limit is None:
             return
+        if self._window is not None:  # counted for every worker sharing the window
+            wait = self._window.admit(self.name, limit)
+            if wait is not None:
+                raise RateLimitedError(f"key {self.name!r} is limited to {limit} requests per minute", wait)
+            return
         now = self._clock()
         while self._requests and self._requests[0] <= now - 60:
             self._requests.popleft()
@@ -124,8 +139,9 @@ class KeyState:
 class Keyring:
     """The configured keys by digest. With no keys the server is open (``authenticate`` returns None)."""
 
-    def __init__(self, entries: list[KeyEntry], make_budget: BudgetFactory = default_budget):
-        self.states = {entry.sha256: KeyState(entry, make_budget) for entry in entries}
+    def __init__(self, entries: list[KeyEntry], make_budget: BudgetFactory = default_budget,
+                 window: "RequestWindow | None" = None):
+        self.states = {entry.sha256: KeyState(entry, make_budget, window=window) for entry in entries}
 
     @property
     def open(self) -> bool:

@@ -1,4 +1,5 @@
-"""Budgets and cooldowns shared by every process and host that points at one Redis server.
+"""Budgets, cooldowns, sticky conversations, request windows and the feedback log shared by every
+process and host that points at one Redis server.
 
 Every decision is one Lua script run on the Redis server, so no two processes can both take the last
 dollar (a read-then-write from clients could). The keys of one budget share a hash tag (``{team-a}:spent``,
@@ -19,11 +20,15 @@ import logging
 import os
 import threading
 import time
+import uuid
 import weakref
+from pathlib import Path
 from typing import Literal
 
 import redis
 
+from routoo_shared.data.feedback import FeedbackLog
+from routoo_shared.data.formats import Question, write_questions
 from routoo_shared.routing.budget import BudgetExhaustedError
 from routoo_shared.routing.budget_store import Admission, BudgetTotals
 from routoo_shared.routing.fallback import is_rate_limit, retry_after_s
@@ -62,6 +67,9 @@ return redis.call('GET', KEYS[1])
 # ARGV: hold id, expected USD, worst USD, lease ms. The rule of budget_store.admitted_usd.
 RESERVE = _NOW + _REAP + _STATE + """
 local total = tonumber(redis.call('GET', KEYS[1]))
+if not total then
+  return redis.error_reply('ROUTOO_NO_BUDGET the budget is not in Redis (deleted, or Redis restarted without persistence)')
+end
 local left = total - spent - held
 local amount = nil
 if tonumber(ARGV[3]) <= left then amount = ARGV[3]
@@ -130,6 +138,18 @@ def connect(url: str) -> redis.Redis:
     return redis.Redis.from_url(url, **options)
 
 
+class NamedClient:
+    """A client of the Redis server at ``url`` for the state named ``name`` (no braces); pickles (to
+    worker processes) by the two, and reconnects there."""
+
+    def __init__(self, url: str, name: str):
+        self.url, self.name = url, checked_name(name, f"a {type(self).__name__}'s name")
+        self.client = connect(url)
+
+    def __reduce__(self):
+        return type(self), (self.url, self.name)
+
+
 class RedisBudgetStore:
     """One named budget in Redis, shared by every process that opens it (``RoutooBudget(store=...)``).
 
@@ -185,6 +205,8 @@ class RedisBudgetStore:
         try:
             amount, left, open_holds = self._run("reserve", hold_id, repr(expected_usd), repr(worst_usd),
                                                  int(self.lease_s * 1000))
+        except redis.ResponseError as error:  # Redis answered, and the budget is not there: never admitted
+            raise StoreUnavailableError(f"budget {self.name!r} in {self.url}: {error}") from error
         except redis.RedisError as error:
             if self.on_unavailable == "refuse":
                 raise StoreUnavailableError(
@@ -352,18 +374,14 @@ class RedisModelHealth(ModelHealth):
         return {model: int(ms) / 1000 for model, ms in zip(models, left)}
 
 
-class RedisConversationStore:
+class RedisConversationStore(NamedClient):
     """Sticky routing's conversations in Redis (the ``ConversationStore`` of ``RoutedCalls.conversations``),
     so every worker keeps a thread on one model. Each key expires ``ttl_s`` after its last turn. Redis
     out of reach: a lookup finds nothing (the call is routed afresh) and a turn is not remembered, both
     logged; no call fails for it."""
 
     def __init__(self, url: str, name: str = "routoo"):
-        self.url, self.name = url, checked_name(name, "a conversation store's name")
-        self.client = connect(url)
-
-    def __reduce__(self):
-        return type(self), (self.url, self.name)
+        super().__init__(url, name)
 
     def _key(self, key: str) -> str:
         return f"routoo:conversations:{self.name}:{key}"
@@ -381,3 +399,58 @@ class RedisConversationStore:
             self.client.set(self._key(key), model, px=max(int(ttl_s * 1000), 1))
         except redis.RedisError as error:
             log.warning("conversation store %s unreachable; %s not kept: %s", self.url, key, error)
+
+
+# KEYS: the key's request times (zset member -> server ms). ARGV: limit, member.
+# Returns -1 (admitted), else ms until the oldest request leaves the minute.
+RATE_ADMIT = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return tonumber(oldest[2]) + 60000 - now
+end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], 61000)
+return -1
+"""
+
+
+class RedisRequestWindow(NamedClient):
+    """Each API key's requests over the last minute, counted in Redis for every worker of
+    ``routoo serve --workers N`` (one atomic script a request). Redis out of reach: the request is
+    admitted and the miss logged (budgets, not rate limits, guard the money)."""
+
+    def __init__(self, url: str, name: str = "routoo"):
+        super().__init__(url, name)
+        self._admit = self.client.register_script(RATE_ADMIT)
+
+    def admit(self, key: str, limit: int) -> float | None:
+        """None when ``key`` may send one more request now (counted), else the seconds to wait."""
+        try:
+            wait_ms = self._admit(keys=[f"routoo:rate:{self.name}:{key}"], args=[limit, uuid.uuid4().hex])
+        except redis.RedisError as error:
+            log.warning("request window %s unreachable; admitting a request of %s: %s", self.url, key, error)
+            return None
+        return None if int(wait_ms) < 0 else int(wait_ms) / 1000
+
+
+class RedisFeedbackLog(NamedClient, FeedbackLog):
+    """``FeedbackLog`` on the Redis stream ``name`` (``XADD``), which every worker and host appends to;
+    ``export`` writes it as the questions file ``routoo train --train`` reads. A row Redis does not
+    take raises the client's ``redis.RedisError`` (feedback is never dropped silently)."""
+
+    def __init__(self, url: str, name: str = "routoo-feedback"):
+        super().__init__(url, name)
+
+    def _append(self, question: Question) -> None:
+        self.client.xadd(self.name, {"row": question.model_dump_json(exclude_none=True)})
+
+    def read(self) -> list[Question]:
+        """Every recorded row, oldest first."""
+        return [Question.model_validate_json(fields[b"row"]) for _, fields in self.client.xrange(self.name)]
+
+    def export(self, path: str | Path) -> int:
+        """Write every row to ``path`` (JSONL, the dataset format); how many."""
+        rows = self.read()
+        write_questions(rows, Path(path))
+        return len(rows)

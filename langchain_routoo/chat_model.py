@@ -43,18 +43,15 @@ from pydantic import BaseModel, Field, model_validator
 
 from routoo_shared.routing.conversations import Conversation
 from routoo_shared.routing.messages import has_image
-from routoo_shared.routing.pool import ModelPool, fields_from_profile
+from routoo_shared.routing.pool import ModelPool, ModelSpec, fields_from_profile
 from routoo_shared.routing.cascade import AnswerEvidence
-<<<<<<< HEAD
 from routoo_shared.routing.routed_calls import CALL_SETTINGS, SETTINGS, FirstAnswer, RoutedCall, RoutedCalls
-=======
-from routoo_shared.routing.routed_calls import SETTINGS, FirstAnswer, RoutedCall, RoutedCalls
->>>>>>> main
 from routoo_shared.routing.usage import Usage, read_usage
 from routoo_shared.routing.tokens import token_ids
 
 TAG_NOSTREAM = "nostream"  # langgraph.constants.TAG_NOSTREAM: LangGraph's message stream skips these runs
 TOOL_OPTIONS = "tool_options"  # bind_tools' options, replayed on the chosen model's own bind_tools
+TOOL_OBJECTS = "tool_objects"  # the tools as given to bind_tools, for the chosen model's own
 STRUCTURED = "structured_output"  # a StructuredOutput request, answered by the chosen model's own method
 NOT_IDENTITY = {"callbacks", "callback_manager", "cache", "rate_limiter", "verbose", "tags", "metadata",
                 "custom_get_token_ids", "profile"}
@@ -72,6 +69,18 @@ class StructuredOutput:
 
     def __repr__(self) -> str:
         return f"StructuredOutput({json.dumps(convert_to_openai_tool(self.schema), sort_keys=True)}, {self.options!r})"
+
+
+class BoundTools:
+    """The tools as the caller gave them to ``bind_tools``, for the chosen model's own ``bind_tools``
+    (which converts them its own way: ChatOpenAI makes them strict beside a ``response_format``). Its
+    repr only counts them: the converted schemas bound beside it key the LLM cache."""
+
+    def __init__(self, tools: Sequence[Any]):
+        self.tools = list(tools)
+
+    def __repr__(self) -> str:
+        return f"BoundTools({len(self.tools)})"
 
 
 class RoutooChatModel(BaseChatModel, RoutedCalls):
@@ -95,7 +104,13 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         pool = profiled_pool(self.router.pool, self.models)
         if pool != self.router.pool:
             self.router = self.router.with_pool(pool)
+        if self.profile is None:  # read by v1 middleware (summarization triggers, structured-output strategies)
+            names = self.eligible_models()
+            self.profile = pool_profile([pool[n] for n in names], [self.models[n] for n in names])
         return self
+
+    def pool_model(self, name: str) -> BaseChatModel:
+        return self.models[name]
 
     # ----- LangChain identity
     @property
@@ -205,7 +220,7 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
             "tools": tools or None,
             "asked": partial(self._asked_tokens, kwargs, stop),
             "requires_tools": bool(kwargs.get("tools")),
-            "requires_structured_output": STRUCTURED in kwargs,
+            "requires_structured_output": STRUCTURED in kwargs or "response_format" in kwargs.get(TOOL_OPTIONS, {}),
             "requires_vision": has_image(messages),
             "prefer_streaming": streaming,
         }
@@ -223,25 +238,16 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         return request
 
     def _runnable(self, name: str, request: dict[str, Any], streaming: bool = False) -> Runnable:
-<<<<<<< HEAD
         """The chosen model with the caller's tools and their options (``tool_choice``, ``strict``,
         ``response_format``, ...) bound by its own bind_tools, after routing; options alone are bound
         too (``create_agent``'s ProviderStrategy binds a ``response_format`` with no tools). A stream
-=======
-        """The chosen model with the caller's tools bound by its own bind_tools, after routing; a stream
->>>>>>> main
         asks for its usage where the model can (``stream_usage``, e.g. OpenAI's ``include_usage``) and
         the caller left it unset, so the budget is charged what the provider bills."""
         model, request = self._model(name), dict(request)
         if streaming and "stream_usage" in type(model).model_fields and getattr(model, "stream_usage") is None:
             request.setdefault("stream_usage", True)
-<<<<<<< HEAD
         tools, given, options = request.pop("tools", None), request.pop(TOOL_OBJECTS, None), request.pop(TOOL_OPTIONS, {})
         runnable = model.bind_tools(given.tools if given is not None else tools, **options) if tools or options else model
-=======
-        tools, options = request.pop("tools", None), request.pop(TOOL_OPTIONS, {})
-        runnable = model.bind_tools(tools, **options) if tools else model
->>>>>>> main
         return runnable.bind(**request) if request else runnable
 
     def _model(self, name: str) -> BaseChatModel:
@@ -362,11 +368,17 @@ class RoutooChatModel(BaseChatModel, RoutedCalls):
         return self.structured(self, schema, include_raw, kwargs)
 
     def tool_kwargs(self, tools: Sequence[Any], tool_choice: Any = None, **options: Any) -> dict[str, Any]:
-        if not any(spec.supports_tools for spec in self.router.pool.models):
+        """``bind_tools``' arguments as call kwargs: the tools' OpenAI-style schemas (the cache key and
+        the prompt's size), the tools as given, and the options for the chosen model's own bind_tools.
+        Routing settings and ``max_tokens`` among the options (``create_agent`` passes its middleware's
+        ``model_settings`` here) are taken out and routed as ``.bind(...)`` would: never sent to a provider."""
+        if tools and not any(spec.supports_tools for spec in self.router.pool.models):
             raise ValueError("no model in the pool supports tools (ModelSpec.supports_tools)")
+        routed = {key: options.pop(key) for key in (*CALL_SETTINGS, "max_tokens") if key in options}
         converted = [convert_to_openai_tool(tool, strict=options.get("strict")) for tool in tools]
         options = {k: v for k, v in {"tool_choice": tool_choice, **options}.items() if v is not None}
-        return {"tools": converted, TOOL_OPTIONS: options} if options else {"tools": converted}
+        bound = {"tools": converted, TOOL_OBJECTS: BoundTools(tools), **routed}
+        return {**bound, TOOL_OPTIONS: options} if options else bound
 
     def structured(self, runnable: Runnable, schema: dict | type, include_raw: bool, options: dict[str, Any]) -> Runnable:
         """``runnable`` (this model, bound or configurable) asked for ``schema``, then parsed."""
@@ -408,6 +420,26 @@ def profiled_pool(pool: ModelPool, models: dict[str, BaseChatModel]) -> ModelPoo
         update = {k: v for k, v in known.items() if k not in spec.model_fields_set}
         specs.append(spec.model_copy(update=update) if update else spec)
     return pool if all(a is b for a, b in zip(specs, pool.models)) else ModelPool(models=specs)
+
+
+def pool_profile(specs: Sequence[ModelSpec], models: Sequence[BaseChatModel]) -> dict[str, Any]:
+    """What every one of these pool models can take, as a LangChain model profile: the smallest context
+    window and output limit and the capabilities all specs declare (images only when every spec says),
+    and each other yes/no entry of the models' own profiles when every one of them states it."""
+    profile: dict[str, Any] = {
+        "max_input_tokens": min(spec.context_window for spec in specs),
+        "max_output_tokens": min(spec.max_output_tokens for spec in specs),
+        "tool_calling": all(spec.supports_tools for spec in specs),
+        "structured_output": all(spec.supports_structured_output for spec in specs),
+    }
+    if all(spec.supports_vision is not None for spec in specs):
+        profile["image_inputs"] = all(spec.supports_vision for spec in specs)
+    own = [getattr(model, "profile", None) or {} for model in models]
+    for key in sorted(set().union(*own) - set(profile)):
+        values = [entries.get(key) for entries in own]
+        if all(isinstance(value, bool) for value in values):
+            profile[key] = all(values)
+    return profile
 
 
 def _identity(model: BaseChatModel) -> str:
@@ -508,7 +540,7 @@ def _chunks_usage(chunks: Sequence[BaseMessage]) -> Usage | None:
 
 def _plain(request: dict[str, Any]) -> bool:
     """A text answer (no tools, no structured output): what a cascade's first model may give."""
-    return not request.get("tools") and STRUCTURED not in request
+    return not request.get("tools") and STRUCTURED not in request and TOOL_OPTIONS not in request
 
 
 def _evidence(message: BaseMessage) -> AnswerEvidence:
@@ -534,27 +566,16 @@ def _routed_message(message: BaseMessage, call: RoutedCall) -> AIMessage:
     count the call once, from the chosen model's own run."""
     metadata = dict(message.response_metadata)
     metadata["routoo"] = {**call.record(), "usage": getattr(message, "usage_metadata", None),
-<<<<<<< HEAD
-                          "provider_model_name": metadata.pop("model_name", None)}
-=======
-                          "provider_model_name": metadata.get("model_name"), "cost_usd": call.cost_usd}
-    metadata["model_name"] = call.answered_by
->>>>>>> main
+                          "provider_model_name": metadata.pop("model_name", None), "cost_usd": call.cost_usd}
     if not isinstance(message, AIMessage):
         message = AIMessage(content=message.content, additional_kwargs=message.additional_kwargs)
     return message.model_copy(update={"response_metadata": metadata})
 
 
 class _RoutedChunks:
-<<<<<<< HEAD
     """Copies of the chosen model's chunks (the provider's objects stay untouched), with its usage as it
-    sent it: the first carries the routing record; the provider's own model id moves to a last chunk's
-    record, so an aggregated stream names one model (``_for_caller``)."""
-=======
-    """Copies of the chosen model's chunks (the provider's objects stay untouched): the first carries the
-    routing record and ``model_name`` (the pool name; the provider's own id, the usage and the cost go to
-    a last chunk's record), so an aggregated stream names one model and reports usage once."""
->>>>>>> main
+    sent it: the first carries the routing record; the provider's own model id and the cost go to a
+    last chunk's record, so an aggregated stream names one model (``_for_caller``)."""
 
     def __init__(self, call: RoutedCall):
         self.call = call

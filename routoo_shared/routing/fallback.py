@@ -30,15 +30,14 @@ PROGRAMMING_ERRORS: tuple[type[BaseException], ...] = (
     ArithmeticError,
 )
 
+# Packages in every model class's ancestry that are nobody's provider code.
+_NOT_PROVIDER_CODE = {"builtins", "abc", "typing", "pydantic", "collections"}
+
 FailureKind = Literal["empty", "timeout", "rate_limit", "provider", "budget", "cooldown"]
 FallbackPolicy = Callable[[BaseException], bool]
 
 
-<<<<<<< HEAD
 class EmptyResponseError(Exception):
-=======
-class EmptyResponseError(RuntimeError):
->>>>>>> main
     """A model returned neither text nor tool calls (``usage``: what it billed, a ``usage.Usage``, when reported)."""
 
     def __init__(self, message: str, usage: Any = None):
@@ -94,6 +93,27 @@ def retry_after_s(error: BaseException) -> float | None:
     return None
 
 
+def malformed_answer(error: BaseException, provider: type) -> EmptyResponseError | None:
+    """A ``LookupError`` raised in the code of ``provider`` (the pool model's class and its bases, with
+    their packages) as what it is: an answer the provider class could not read, such as a content-filtered
+    reply with no ``choices``. It falls back (and is charged) like an empty answer. None for any other
+    error, and for a ``LookupError`` raised in the caller's own code (tools, output parsers, prompt
+    functions), which fails at once."""
+    if not isinstance(error, LookupError) or error.__traceback__ is None:
+        return None
+    frame = error.__traceback__
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    module = frame.tb_frame.f_globals.get("__name__", "")
+    packages = {kind.__module__.rpartition(".")[0] or kind.__module__ for kind in provider.__mro__
+                if kind.__module__.partition(".")[0] not in _NOT_PROVIDER_CODE}
+    if not any(module == package or module.startswith(package + ".") for package in packages):
+        return None
+    malformed = EmptyResponseError(f"the answer could not be read ({type(error).__name__}: {error})")
+    malformed.__cause__ = error
+    return malformed
+
+
 def failure_kind(error: BaseException) -> FailureKind:
     if isinstance(error, EmptyResponseError):
         return "empty"
@@ -113,9 +133,10 @@ class Attempt(BaseModel):
     exception: BaseException | None = Field(default=None, exclude=True, repr=False)
 
 
-class AllModelsFailedError(RuntimeError):
+class AllModelsFailedError(Exception):
     """Every candidate that was tried failed. ``errors`` holds their exceptions in order;
-    ``attempts`` the records; ``__cause__`` is the last exception."""
+    ``attempts`` the records; ``__cause__`` is the last exception. An ``Exception``, not a
+    ``RuntimeError`` (see ``BudgetExhaustedError``)."""
 
     def __init__(self, attempts: list[Attempt]):
         lines = "; ".join(f"{a.model}: {a.error}" for a in attempts)

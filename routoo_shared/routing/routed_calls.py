@@ -34,6 +34,7 @@ from routoo_shared.routing.fallback import (
     InvalidUsageError,
     failure_kind,
     is_fallback_error,
+    malformed_answer,
 )
 from routoo_shared.routing.health import ModelHealth
 from routoo_shared.routing.router import Router, RoutingDecision
@@ -52,6 +53,9 @@ SETTINGS = (
     "denied_models",
     "on_infeasible",
 )
+# Every keyword a call may carry for the engine rather than for the model: routing settings and
+# capability flags, the attempt timeout, a forced model and the conversation's session id.
+CALL_SETTINGS = (*Constraints.model_fields, "timeout_s", "model", "session_id")
 FAILURE_WORDS = {
     "empty": "answered empty", "timeout": "timed out", "rate_limit": "was rate limited",
     "provider": "failed", "budget": "did not fit the budget", "cooldown": "was cooling down",
@@ -406,9 +410,9 @@ class RoutedCalls(BaseModel):
 
     @field_serializer("budget")
     def _describe_budget(self, budget: RoutooBudget | None) -> dict[str, float] | None:
-        if budget is None:
-            return None
-        return {"total_usd": budget.total_usd, "spent_usd": budget.spent_usd, "reserved_usd": budget.reserved_usd}
+        """The budget's configuration, never its live state (spending changes on every call, and
+        identities built from ``to_dict``, such as LlamaIndex's ingestion-cache keys, must not)."""
+        return None if budget is None else {"total_usd": budget.total_usd}
 
     @field_serializer("conversations")
     def _describe_store(self, store: ConversationStore) -> str:
@@ -440,6 +444,11 @@ class RoutedCalls(BaseModel):
         if policy is None:
             return is_fallback_error(error)
         return isinstance(error, policy) if isinstance(policy, tuple) else bool(policy(error))
+
+    def pool_model(self, name: str) -> Any:
+        """The integration's object for pool model ``name`` (a chat model, an LLM): its class tells a
+        provider's unreadable answer from the caller's own error (``fallback.malformed_answer``)."""
+        raise NotImplementedError
 
     def check_pool(self, given: set[str]) -> None:
         pool = set(self.router.pool.names)

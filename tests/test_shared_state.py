@@ -112,13 +112,16 @@ async def test_server_workers_on_one_store_share_each_keys_request_window(redis_
     assert "3 requests per minute" in str(caught.value) and 0 < float(caught.value.response.headers["retry-after"]) <= 60
 
 
-def test_serve_refuses_several_workers_without_a_shared_store():
+def test_serve_refuses_several_workers_without_a_shared_store_or_with_sticky_conversations(tmp_path):
     from tests.test_server import cli
 
     refused = cli("serve", "--pool", "local", "--workers", "4")
     assert refused.returncode == 2 and "--workers 4 needs --store redis://" in refused.stderr
     unreachable = cli("serve", "--pool", "local", "--workers", "2", "--store", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 2 and "did not answer" in unreachable.stderr
+    (tmp_path / "routoo.yaml").write_text("pool: local\nsticky: true\n")
+    sticky = cli("serve", "--config", str(tmp_path / "routoo.yaml"), "--workers", "2", "--store", "redis://127.0.0.1:1/0")
+    assert sticky.returncode == 2 and "sticky: true keeps each conversation's model in the worker" in sticky.stderr
 
 
 def test_feedback_from_every_worker_lands_in_one_stream(redis_server, tmp_path):

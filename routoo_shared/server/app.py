@@ -391,6 +391,11 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, worke
             f"--workers {workers} needs --store redis://host:port/db: with the in-process store every worker "
             f"keeps its own budgets and cooldowns, so each key could spend its budget {workers} times over"
         )
+    if workers > 1 and config.sticky:
+        raise ValueError(
+            f"sticky: true keeps each conversation's model in the worker that answered it, so --workers "
+            f"{workers} would switch models between turns; serve sticky conversations with one worker"
+        )
     if store is not None:
         from routoo_shared.stores.redis_store import connect
 

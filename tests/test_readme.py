@@ -54,12 +54,12 @@ def test_route_your_own_models_runs_as_written(tmp_path):
 
 
 def test_using_it_snippets_run_without_calling_a_provider(tmp_path):
-    """The 'Using it' blocks, bundled router and an OpenAI pool on declared priors, up to the network call."""
+    """The 'Using it' blocks, bundled router and an OpenAI pool the bundled predictor knows, up to the network call."""
     code = "\n".join(code for lang, _, code in blocks("using-it") if lang == "python")
     offline = "\n".join(line for line in code.splitlines() if ".invoke(" not in line and "message." not in line)
     offline += "\nprint(chat.router.route('Summarise this contract ...').explain())"
     output = run([sys.executable, "-c", offline], tmp_path, OPENAI_API_KEY="sk-unused")
-    assert "prior quality (unlabelled)" in output.splitlines()[-1]
+    assert "predicted quality" in output.splitlines()[-1]  # gpt-4o(-mini) have real labels: no prior
 
 
 def test_scale_out_examples_run_as_written(redis_server, tmp_path):

@@ -150,7 +150,8 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
     @property
     def metadata(self) -> LLMMetadata:
         """What every eligible pool LLM can take: the smallest context window (of the specs, which
-        ``pool_from_metadata`` narrowed to each LLM's own) and the smallest known ``num_output`` (-1 when
+        ``pool_from_metadata`` narrowed to each LLM's own, in the plain tokens PromptHelper counts:
+        ``ModelSpec.packable_window``) and the smallest known ``num_output`` (-1 when
         none is known); a chat model when every eligible LLM is one (else LlamaIndex sends prompts
         through ``complete``, which each LLM formats its own way); function calling when an eligible LLM
         supports tools."""
@@ -160,7 +161,7 @@ class RoutooLLM(FunctionCallingLLM, RoutedCalls):
         specs = [self.router.pool[name] for name in names]
         own = [self.llms[name].metadata for name in names]
         return LLMMetadata(
-            context_window=min(spec.context_window for spec in specs),
+            context_window=min(spec.packable_window() for spec in specs),
             num_output=min((m.num_output for m in own if m.num_output > 0), default=-1),
             is_chat_model=all(m.is_chat_model for m in own),
             is_function_calling_model=any(s.supports_tools and m.is_function_calling_model for s, m in zip(specs, own)),

@@ -188,7 +188,7 @@ def test_cli_evaluate_writes_the_report(tmp_path):
     assert routers <= set(report["routers"]) and set(report["aiq_ci"]) == set(report["routers"])
     assert all(ci["low"] <= report["aiq"][name] + 0.02 and report["aiq"][name] - 0.02 <= ci["high"]
                for name, ci in report["aiq_ci"].items())
-    assert report["rows"]["category_lookup"] == {"representation": "minilm", "method": "category_lookup"}
+    assert report["rows"]["category_lookup"] == {"representation": "static", "method": "category_lookup"}
     assert all(len(points) >= 20 for points in report["routers"].values())
     assert (tmp_path / "r.png").stat().st_size > 10_000
     assert "priciest model" in result.output

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 from llama_index_routoo import LocalGGUFLLM, MiniLMEmbedding, RoutooBudget, RoutooLLM
 from llama_index_routoo.llm import RoutedCallEvent
 from routoo_shared.routing.fallback import AllModelsFailedError
-from routoo_shared.routing.router import Router
+from routoo_shared.routing.router import BUNDLED_PREDICTOR, Router
 from routoo_shared.routing.selector import Constraints
 from tests.conftest import TRIO, trio_router
 from tests.exit_paths import assert_burst_overshoots_by_at_most_one_call, join_abandoned_attempts, run_exit_paths
@@ -313,7 +313,7 @@ def test_pickled_copy_routes_and_the_original_is_untouched():
     assert routoo.__dict__ == before and routoo.complete("hello").text
     assert copy.complete("hello").additional_kwargs["model_name"] == routoo.complete("hello").additional_kwargs["model_name"]
     described = json.loads(routoo.to_json())
-    assert described["class_name"] == "RoutooLLM" and described["router"]["directory"].endswith("mmlu_pro")
+    assert described["class_name"] == "RoutooLLM" and described["router"]["directory"] == str(BUNDLED_PREDICTOR)
     assert described["router"]["pool"] == TRIO and described["router"]["constraints"] == {"quality_cost_tradeoff": 0.5}
     assert described["llms"][TRIO[0]]["class_name"] == "MockLLM"
     with pytest.raises(TypeError, match="its own budget"):

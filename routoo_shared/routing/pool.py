@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from routoo_shared.routing.messages import prompt_tokens
+from routoo_shared.routing.messages import PER_MESSAGE_TOKENS, REPLY_PRIMING_TOKENS, prompt_tokens
 from routoo_shared.routing.tokens import Tokenizer, tokenizer_for
 
 if TYPE_CHECKING:
@@ -246,6 +247,14 @@ class ModelSpec(BaseModel):
     def tokenizer(self) -> Tokenizer:
         """How this model counts prompt tokens (``tokens.tokenizer_for``)."""
         return tokenizer_for(self.provider, self.provider_model or self.name)
+
+    def packable_window(self, messages: int = 3) -> int:
+        """The context window in plain tiktoken (cl100k_base) tokens of text, as frameworks that pack
+        prompts count them (LlamaIndex's PromptHelper): the window less ``messages`` messages' chat
+        framing, divided by the tokenizer's margin, so that what they pack passes this spec's own
+        context-window check."""
+        framing = messages * PER_MESSAGE_TOKENS + REPLY_PRIMING_TOKENS
+        return max(1, math.floor((self.context_window - framing) / self.tokenizer.margin))
 
     def prompt_tokens(self, prompt_or_messages: Any, tools: list[dict[str, Any]] | None = None) -> int:
         """Prompt tokens this model bills for a call (``messages.prompt_tokens`` with its tokenizer)."""

@@ -14,6 +14,8 @@ import asyncio
 import contextvars
 import inspect
 import math
+import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -186,7 +188,7 @@ class RoutedCall:
         for seconds in (self.timeout_s, spec.timeout_s, self.owner.timeout_s):
             if seconds is not None:
                 return seconds
-        return spec.attempt_timeout(self.input_tokens(name), self.output_bound(name))
+        return spec.attempt_timeout(self.input_tokens(name), self.asked_tokens(name))
 
     # ----- what a model is asked for
     def input_tokens(self, name: str) -> int:
@@ -199,11 +201,15 @@ class RoutedCall:
             self._prompt_sizes[spec.tokenizer] = spec.prompt_tokens(self.prompt, self.tools)
         return self._prompt_sizes[spec.tokenizer]
 
+    def asked_tokens(self, name: str) -> int | None:
+        """Output tokens ``name``'s provider is really asked for (``asked``, given by the integration),
+        else the call's ``max_tokens``; None when nothing bounds it."""
+        return self.asked(name) if self.asked is not None else self.max_tokens
+
     def output_bound(self, name: str) -> int:
-        """Output tokens ``name`` may write: what its provider class really asks for (``asked``, given by
-        the integration), else the call's ``max_tokens``, capped by the spec's ``max_output_tokens``."""
-        asked = self.asked(name) if self.asked is not None else self.max_tokens
-        return self.owner.router.pool[name].output_bound(asked)
+        """Output tokens ``name`` may write (the hold's worst case): ``asked_tokens``, capped by the
+        spec's ``max_output_tokens``, which also bounds an unbounded request."""
+        return self.owner.router.pool[name].output_bound(self.asked_tokens(name))
 
     # ----- budget
     def _reserve(self, name: str) -> Reservation | None:
@@ -532,11 +538,11 @@ class RoutedCalls(BaseModel):
         conversation: Conversation | None = None,
         **requirements: bool,
     ) -> tuple[RoutedCall, dict[str, Any]]:
-        """``route_call`` in a worker thread: the encoder and predictor never block the event loop, and
-        concurrent calls share predictor passes (``routoo_shared.routing.batching``)."""
+        """``route_call`` in a routing thread, so the encoder and predictor never run on the event loop;
+        the calls that one turn of the loop starts (a gather) go to the thread as one job."""
         route = partial(self.route_call, messages, kwargs, max_tokens, prefer_streaming, tools=tools, asked=asked,
                         conversation=conversation, **requirements)
-        return await asyncio.get_running_loop().run_in_executor(_ROUTING_THREADS, contextvars.copy_context().run, route)
+        return await _off_the_loop(route)
 
     def _kept_model(self, conversation: Conversation) -> str | None:
         """The pool model this conversation is kept on: the store's for its session or thread, else the
@@ -745,8 +751,42 @@ class RoutedCalls(BaseModel):
 
 
 _CLOSING: set[asyncio.Future] = set()  # streams being closed in the background (kept from the GC)
-# Enough threads that a burst of async calls reaches the predictor batcher together.
-_ROUTING_THREADS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="routoo-route")
+# Two threads: while one runs a predictor pass, the other gathers the next batch. Routing is mostly
+# Python (the static encoder and numpy head take ~2 ms), so more threads only take the GIL from the loop.
+_ROUTING_THREADS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="routoo-route")
+_PENDING: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop -> jobs of its current turn
+
+
+async def _off_the_loop(job: Callable[[], Any]) -> Any:
+    """``job()`` in a routing thread (with the caller's context variables). Jobs started in the same
+    turn of the loop go as one: each hand-off to a thread that runs Python costs the loop the GIL for up
+    to a switch interval (5 ms), so a gather of 32 calls handed off one by one stalled it ~160 ms."""
+    loop = asyncio.get_running_loop()
+    future = loop.create_future()
+    jobs = _PENDING.get(loop)
+    if jobs is None:
+        jobs = _PENDING[loop] = []
+        loop.call_soon(lambda: _ROUTING_THREADS.submit(_run_jobs, loop, _PENDING.pop(loop)))
+    jobs.append((contextvars.copy_context(), job, future))
+    return await future
+
+
+def _run_jobs(loop: asyncio.AbstractEventLoop, jobs: list) -> None:
+    for context, job, future in jobs:
+        try:
+            outcome = (True, context.run(job))
+        except BaseException as error:  # handed to the awaiting caller, who decides
+            outcome = (False, error)
+        try:
+            loop.call_soon_threadsafe(_settle, future, *outcome)
+        except RuntimeError:  # the loop closed: nobody is waiting
+            return
+        time.sleep(0)  # let the loop take the GIL between jobs
+
+
+def _settle(future: asyncio.Future, ok: bool, value: Any) -> None:
+    if not future.done():  # a cancelled caller has gone; routing reserved nothing
+        future.set_result(value) if ok else future.set_exception(value)
 
 
 def _empty(usage: Usage | None, message: str = "the model returned an empty answer") -> EmptyResponseError:

@@ -219,7 +219,8 @@ def test_tree_summarize_packs_prompts_every_eligible_llm_can_take():
     routoo, endpoints = openai_routoo(window=1024)
     for endpoint in endpoints.values():
         endpoint.max_prompt_tokens = 1024  # the provider rejects longer prompts
-    assert routoo.metadata.context_window == 1024  # the specs narrow OpenAI's own 128k window
+    # the specs narrow OpenAI's own 128k window; reported in the plain tokens PromptHelper counts
+    assert routoo.metadata.context_window == min(routoo.router.pool[n].packable_window() for n in routoo.llms) < 1024
     chunks = [f"Paragraph {i}. " + "The quick brown fox jumps over the lazy dog. " * 30 for i in range(6)]
     answer = get_response_synthesizer(llm=routoo, response_mode="tree_summarize").get_response("Summarise", chunks)
     assert answer == REPLY
@@ -268,12 +269,17 @@ def test_metadata_is_what_every_eligible_llm_can_take():
     router.pool[TRIO[0]].context_window = 512  # a spec narrows its LLM's window
     llms = {TRIO[0]: WindowLLM(window=4096), TRIO[1]: WindowLLM(window=2000, out=300), TRIO[2]: WindowLLM(window=100_000, out=200)}
     routoo = RoutooLLM(llms=llms, router=router)
-    assert (routoo.metadata.context_window, routoo.metadata.num_output, routoo.metadata.is_chat_model) == (512, 200, False)
+    assert router.pool[TRIO[0]].context_window == 512 and routoo.metadata.context_window == router.pool[TRIO[0]].packable_window()
+    assert (routoo.metadata.num_output, routoo.metadata.is_chat_model) == (200, False)
     assert [spec.context_window for spec in routoo.router.pool.models] == [512, 2000, 100_000]  # routing honours them too
-    assert RoutooLLM(llms=llms, router=router, denied_models=[TRIO[0]]).metadata.context_window == 2000
+    without_first = RoutooLLM(llms=llms, router=router, denied_models=[TRIO[0]])
+    assert without_first.router.pool[TRIO[1]].context_window == 2000
+    assert without_first.metadata.context_window == without_first.router.pool[TRIO[1]].packable_window()
     router.pool[TRIO[2]].context_window = 10**6  # a spec never widens its LLM's window
     restricted = Router(router.pool, router.predictor, Constraints(allowed_models=[TRIO[2]]))
-    assert RoutooLLM(llms=llms, router=restricted).metadata.context_window == 100_000  # the router's own limits count
+    widest = RoutooLLM(llms=llms, router=restricted)  # the router's own limits count
+    assert widest.router.pool[TRIO[2]].context_window == 100_000
+    assert widest.metadata.context_window == widest.router.pool[TRIO[2]].packable_window()
 
 
 def test_completion_only_llms_format_their_own_prompts():
@@ -512,7 +518,8 @@ def local_routoo(local_router_fixture) -> RoutooLLM:
 
 @pytest.mark.slow
 def test_complete_chat_and_streams_with_real_local_models(local_routoo):
-    assert local_routoo.metadata.context_window == 2048  # LocalGGUFLLM's own window, not the spec's
+    specs = [local_routoo.router.pool[n] for n in local_routoo.llms]  # LocalGGUFLLM's own window (2048), not the spec's
+    assert {s.context_window for s in specs} == {2048} and local_routoo.metadata.context_window == specs[0].packable_window()
     completion = local_routoo.complete("The capital of France is")
     assert completion.text.strip() and completion.additional_kwargs["model_name"] in local_routoo.llms
     chat = local_routoo.chat([ChatMessage(role="user", content="Say hello.")])

@@ -112,16 +112,13 @@ async def test_server_workers_on_one_store_share_each_keys_request_window(redis_
     assert "3 requests per minute" in str(caught.value) and 0 < float(caught.value.response.headers["retry-after"]) <= 60
 
 
-def test_serve_refuses_several_workers_without_a_shared_store_or_with_sticky_conversations(tmp_path):
+def test_serve_refuses_several_workers_without_a_shared_store(tmp_path):
     from tests.test_server import cli
 
     refused = cli("serve", "--pool", "local", "--workers", "4")
     assert refused.returncode == 2 and "--workers 4 needs --store redis://" in refused.stderr
     unreachable = cli("serve", "--pool", "local", "--workers", "2", "--store", "redis://127.0.0.1:1/0")
     assert unreachable.returncode == 2 and "did not answer" in unreachable.stderr
-    (tmp_path / "routoo.yaml").write_text("pool: local\nsticky: true\n")
-    sticky = cli("serve", "--config", str(tmp_path / "routoo.yaml"), "--workers", "2", "--store", "redis://127.0.0.1:1/0")
-    assert sticky.returncode == 2 and "sticky: true keeps each conversation's model in the worker" in sticky.stderr
 
 
 def test_feedback_from_every_worker_lands_in_one_stream(redis_server, tmp_path):
@@ -135,3 +132,17 @@ def test_feedback_from_every_worker_lands_in_one_stream(redis_server, tmp_path):
     assert one.export(tmp_path / "feedback.jsonl") == 2
     rows = load_questions(tmp_path / "feedback.jsonl")
     assert [next(iter(q.results)) for q in rows] == TRIO[:2] and rows[1].results[TRIO[1]].score == 0.0
+
+
+async def test_server_workers_on_one_store_keep_a_conversation_on_one_model(redis_server):
+    from routoo_shared.server.app import create_app
+    from routoo_shared.server.config import ServerConfig
+    from tests.test_server import QUESTION, SECRET, capable_router, digest, sdk, upstreams
+
+    config = ServerConfig.from_data({"pool": "local", "sticky": True, "keys": [{"name": "team", "sha256": digest(SECRET)}]})
+    workers = [create_app(config, chat_models=upstreams(), router=capable_router(), store=redis_server.url) for _ in range(2)]
+    session = {"x-session-id": "thread-7"}
+    first = await sdk(workers[0]).chat.completions.create(model="routoo", messages=QUESTION, extra_headers=session)
+    later = await sdk(workers[1]).chat.completions.create(model="routoo", messages=QUESTION, extra_headers=session)
+    record = later.model_extra["routoo"]
+    assert later.model == first.model and record["sticky"], record  # the other worker read the thread from Redis

@@ -107,6 +107,10 @@ class RoutingService:
         chat_models = chat_models or config.chat_models()  # before the predictor loads: a missing key fails fast
         defaults = config.settings.model_dump(exclude_none=True)
         model_fields = {k: defaults.pop(k) for k in CHAT_MODEL_FIELDS if k in defaults}
+        if store is not None:  # every worker keeps a conversation on one model
+            from routoo_shared.stores.redis_store import RedisConversationStore
+
+            model_fields["conversations"] = RedisConversationStore(store)
         self.chat = RoutooChatModel(models=chat_models, router=router or config.router(), sticky=config.sticky,
                                     store=store, **model_fields)
         self.defaults = defaults
@@ -390,11 +394,6 @@ def serve(config: ServerConfig, host: str = "127.0.0.1", port: int = 8000, worke
         raise ValueError(
             f"--workers {workers} needs --store redis://host:port/db: with the in-process store every worker "
             f"keeps its own budgets and cooldowns, so each key could spend its budget {workers} times over"
-        )
-    if workers > 1 and config.sticky:
-        raise ValueError(
-            f"sticky: true keeps each conversation's model in the worker that answered it, so --workers "
-            f"{workers} would switch models between turns; serve sticky conversations with one worker"
         )
     if store is not None:
         from routoo_shared.stores.redis_store import connect

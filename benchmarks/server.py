@@ -2,7 +2,7 @@
 
 One run, on loopback only: a fake OpenAI upstream (tests/fake_openai.py's answers, served by uvicorn
 in its own process) behind (a) nothing, (b) `routoo serve` with a two-model pool and 8 keys on small
-budgets, (c) LiteLLM's proxy (`litellm[proxy]` from its own venv, /work/venv-litellm) with the same two
+budgets, (c) LiteLLM's proxy (`litellm[proxy]` in a venv of its own, its pins clash with ours) with the same two
 upstream models. Each gets the same load: 100 requests one at a time (half streaming; the latency a
 server adds when it is idle), then REQUESTS requests sent at once (half streaming; a tenth of the
 streams abandoned after their first event), spread over the keys. Reported per target: latency
@@ -10,7 +10,10 @@ p50/p99 (whole answer) and what it adds to the direct call's, requests/s, status
 the server process; for Routoo also each key's spending against its budget (overshoot, which must be
 at most one call's cost) and the USD still held after the load (leaked holds, which must be 0).
 
-    python benchmarks/server.py [--requests 1000] [--litellm /work/venv-litellm/bin/litellm] [--json benchmarks/results/server.json]
+    python3 -m venv .venv-litellm && .venv-litellm/bin/pip install 'litellm[proxy]'
+    python benchmarks/server.py [--requests 1000] [--litellm .venv-litellm/bin/litellm] [--json benchmarks/results/server.json]
+
+Without ``--litellm`` the ``litellm`` found on PATH is used; with none, (c) is skipped.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import os
 import re
 import socket
@@ -295,7 +299,8 @@ def table(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=1000)
-    parser.add_argument("--litellm", type=Path, default=Path("/work/venv-litellm/bin/litellm"))
+    found = shutil.which("litellm")
+    parser.add_argument("--litellm", type=Path, default=Path(found) if found else None)
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "server.json")
     args = parser.parse_args()
     report = run(args.requests, args.litellm)
